@@ -69,10 +69,16 @@ class ModelAdapter:
     def cross_attention_modules(self) -> dict[str, nn.Module]:
         raise NotImplementedError
 
+    def call_probes(self) -> dict[str, list[nn.Module]]:
+        """Name -> modules whose forward runs only when that work really happens."""
+        raise NotImplementedError
+
     def linear_layers(self) -> dict[str, nn.Linear]:
         """Qualified name -> every nn.Linear inside the transformer blocks."""
         return {
-            n: m for n, m in self.transformer.named_modules() if isinstance(m, nn.Linear) and ".blocks." in f".{n}"
+            n: m
+            for n, m in self.transformer.named_modules()
+            if isinstance(m, nn.Linear) and ".blocks." in f".{n}"
         }
 
     def describe(self) -> dict:

@@ -50,7 +50,12 @@ def build_wan_pipeline(
     max_length: int = 16,
 ):
     """A complete ``WanPipeline`` with random weights (seeded, so fingerprints are stable)."""
-    from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanPipeline, WanTransformer3DModel
+    from diffusers import (
+        AutoencoderKLWan,
+        FlowMatchEulerDiscreteScheduler,
+        WanPipeline,
+        WanTransformer3DModel,
+    )
     from transformers import UMT5Config, UMT5EncoderModel
 
     torch.manual_seed(seed)

@@ -22,7 +22,10 @@ ASSETS = Path(__file__).parent / "assets"
 REFERENCE_MODEL = "sol-tiny-wan"
 # Built-in trained models shipped inside the package: name -> (folder, description).
 BUILTIN_MODELS: dict[str, tuple[Path, str]] = {
-    REFERENCE_MODEL: (ASSETS / REFERENCE_MODEL, "Sol's trained reference text-to-video Wan (shapes and colours)"),
+    REFERENCE_MODEL: (
+        ASSETS / REFERENCE_MODEL,
+        "Sol's trained reference text-to-video Wan (shapes and colours)",
+    ),
 }
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
@@ -79,13 +82,15 @@ def _load_folder(folder: Path, allow_pickle: bool, dtype: torch.dtype):
     from diffusers import DiffusionPipeline
 
     if not (folder / "model_index.json").is_file():
-        raise SolError(f"{folder} is not a diffusers pipeline folder (no model_index.json); pass the folder that holds it")
+        raise SolError(
+            f"{folder} is not a diffusers pipeline folder (no model_index.json); pass the folder that holds it"
+        )
     safe_only = _check_pickle(folder, allow_pickle)
     try:
         return DiffusionPipeline.from_pretrained(
             str(folder), torch_dtype=dtype, local_files_only=True, use_safetensors=safe_only
         )
-    except (OSError, ValueError, EnvironmentError) as e:
+    except (OSError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise SolError(f"could not load the pipeline in {folder}: {first}") from e
 
@@ -115,14 +120,19 @@ def load_model(
     if layers is not None and layers < 1:
         raise SolError(f"--layers {layers}: the number of layers must be at least 1")
     if layers is not None and model not in PRESETS:
-        raise SolError(f"--layers only applies to architecture presets ({', '.join(PRESETS)}), not to {model!r}")
+        raise SolError(
+            f"--layers only applies to architecture presets ({', '.join(PRESETS)}), not to {model!r}"
+        )
     if model in BUILTIN_MODELS:
         path = reference_model_path() if model == REFERENCE_MODEL else BUILTIN_MODELS[model][0]
         if path is None:
             warnings.warn(
-                f"{model}: the trained weights are not in this checkout; using random tiny Wan weights", stacklevel=2
+                f"{model}: the trained weights are not in this checkout; using random tiny Wan weights",
+                stacklevel=2,
             )
-            loaded = LoadedModel(model, build_preset("tiny-wan-random"), "random (reference not present)", False)
+            loaded = LoadedModel(
+                model, build_preset("tiny-wan-random"), "random (reference not present)", False
+            )
         else:
             loaded = LoadedModel(model, _load_folder(path, False, dtype), f"built-in: {path}", True)
     elif model in PRESETS:
@@ -131,7 +141,9 @@ def load_model(
         folder = Path(model).expanduser().resolve()
         loaded = LoadedModel(model, _load_folder(folder, allow_pickle, dtype), f"folder: {folder}", True)
     elif Path(model).suffix or model.startswith((".", "/", "~")):
-        raise SolError(f"model folder {model!r} does not exist; pass an existing diffusers folder or a built-in name")
+        raise SolError(
+            f"model folder {model!r} does not exist; pass an existing diffusers folder or a built-in name"
+        )
     elif re.fullmatch(r"[\w.-]+/[\w.-]+", model):
         snap = _hub_snapshot(model)
         if snap is None:
@@ -142,7 +154,9 @@ def load_model(
         loaded = LoadedModel(model, _load_folder(snap, allow_pickle, dtype), f"hub cache: {snap}", True)
     else:
         names = ", ".join([*BUILTIN_MODELS, *PRESETS])
-        raise SolError(f"unknown model {model!r}; use a built-in name ({names}), a local folder, or a cached hub id")
+        raise SolError(
+            f"unknown model {model!r}; use a built-in name ({names}), a local folder, or a cached hub id"
+        )
     pipe = loaded.pipe
     if dtype != torch.float32 and not loaded.trained:
         pipe.transformer.to(dtype)

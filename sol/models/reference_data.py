@@ -299,7 +299,9 @@ def check_video(video: np.ndarray, caption: str, min_pixels: int = 6) -> CheckRe
     k = max(1, len(idx) // 3)
     dy = float(cy[-k:].mean() - cy[:k].mean())
     dx = float(cx[-k:].mean() - cx[:k].mean())
-    detail.update(dx=round(dx, 2), dy=round(dy, 2), area_ratio=round(float(area[-k:].mean() / area[:k].mean()), 2))
+    detail.update(
+        dx=round(dx, 2), dy=round(dy, 2), area_ratio=round(float(area[-k:].mean() / area[:k].mean()), 2)
+    )
     if motion in ("moving left", "moving right"):
         sign = -1 if motion == "moving left" else 1
         motion_ok = sign * dx >= 0.12 * w and abs(dx) > abs(dy)
@@ -307,19 +309,11 @@ def check_video(video: np.ndarray, caption: str, min_pixels: int = 6) -> CheckRe
         sign = -1 if motion == "moving up" else 1
         motion_ok = sign * dy >= 0.12 * h and abs(dy) > abs(dx)
     elif motion == "bouncing":
-        # A bounce: somewhere the centroid goes down by >= 10% of h and then back up by >= 10% of h.
+        # A bounce: some frame j (the floor) lies >= 10% of h below an earlier frame and below a later one.
         thr = 0.10 * h
-        down_then_up = False
-        lo_i = 0
-        for i in range(1, len(cy)):
-            if cy[i] < cy[lo_i]:
-                lo_i = i
-            if cy[i] - cy[lo_i] >= thr:
-                after = cy[i:]
-                peak = i + int(np.argmax(after))
-                if cy[peak] - cy[peak:].min() >= thr:
-                    down_then_up = True
-                    break
+        down_then_up = any(
+            cy[j] - cy[: j + 1].min() >= thr and cy[j] - cy[j:].min() >= thr for j in range(len(cy))
+        )
         motion_ok = down_then_up and abs(dx) < 0.2 * w
     elif motion == "growing":
         motion_ok = detail["area_ratio"] >= 1.6

@@ -21,7 +21,14 @@ from sol.models.base import (
 class WanAdapter(ModelAdapter):
     family = "wan"
     capabilities = frozenset(
-        {SWAPPABLE_ATTENTION, CROSS_ATTENTION, BLOCK_RESIDUALS, PRUNABLE_TOKENS, LINEAR_LAYERS, STEP_MODULATION}
+        {
+            SWAPPABLE_ATTENTION,
+            CROSS_ATTENTION,
+            BLOCK_RESIDUALS,
+            PRUNABLE_TOKENS,
+            LINEAR_LAYERS,
+            STEP_MODULATION,
+        }
     )
     # WanTransformerBlock.forward(hidden_states, encoder_hidden_states, temb, rotary_emb) -> hidden_states
     block_io = BlockIO(
@@ -42,6 +49,17 @@ class WanAdapter(ModelAdapter):
 
     def cross_attention_modules(self) -> dict[str, nn.Module]:
         return {f"blocks.{i}.attn2": b.attn2 for i, b in enumerate(self.transformer.blocks)}
+
+    def call_probes(self) -> dict[str, list[nn.Module]]:
+        """Modules whose calls mean work really ran (see ``sol.bench.runner.count_calls``)."""
+        blocks = list(self.transformer.blocks)
+        return {
+            "transformer": [self.transformer],
+            "blocks": [b.ffn for b in blocks],
+            "self_attention": [b.attn1 for b in blocks],
+            "cross_attention": [b.attn2 for b in blocks],
+            "text_kv_projection": [b.attn2.to_k for b in blocks],
+        }
 
     def patch_grid(self, latent_shape: tuple[int, ...]) -> tuple[int, int, int]:
         """Token grid (frames, height, width) for latents of shape [B, C, F, H, W]."""

@@ -1,0 +1,1 @@
+"""Measurement: workloads, timing (interleaved A/B), profiling, candidate evaluation."""

@@ -1,0 +1,219 @@
+"""Candidate evaluation: apply → run the workload → fidelity → interleaved timing → revert.
+
+Every failure (conflict, exception, NaN/Inf, out of memory, time limit) becomes a failed
+:class:`CandidateResult` with its reason; a search never crashes on one bad candidate.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sol.bench.runner import TimeLimitExceeded, check_finite, count_calls, generate
+from sol.bench.timing import interleaved, measure
+from sol.bench.workload import Workload
+from sol.errors import SolError
+from sol.skills.base import TechniqueConfig, apply_all, compose, skill_for
+
+
+@dataclass
+class CandidateResult:
+    """Evidence for one evaluated stack of techniques."""
+
+    label: str
+    techniques: list[dict]
+    workload: str
+    ok: bool
+    reason: str | None = None
+    speedup: float | None = None
+    baseline_s: float | None = None
+    latency_s: float | None = None
+    fidelity: dict = field(default_factory=dict)
+    calls: dict = field(default_factory=dict)
+    baseline_calls: dict = field(default_factory=dict)
+    outputs: list[str] = field(default_factory=list)
+    eval_s: float = 0.0
+
+    @property
+    def psnr(self) -> float:
+        return float(self.fidelity.get("psnr", float("nan")))
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> CandidateResult:
+        return cls(**data)
+
+
+def stack_label(configs: list[TechniqueConfig]) -> str:
+    return " + ".join(c.label() for c in configs) if configs else "baseline"
+
+
+def _fidelity(ref: list[np.ndarray], out: list[np.ndarray]) -> dict:
+    from sol.quality.metrics import fidelity
+
+    return fidelity(ref, out)
+
+
+def _is_oom(e: BaseException) -> bool:
+    return isinstance(e, MemoryError | torch.cuda.OutOfMemoryError) or "out of memory" in str(e).lower()
+
+
+class Evaluator:
+    """Evaluates stacks of techniques on one loaded model and one workload.
+
+    The baseline's outputs are computed once; each candidate is timed interleaved with the
+    baseline (A B A B …) in this process. Reversible skills are toggled on the one pipeline
+    (apply/revert outside the timed region); a stack with an irreversible skill (one that
+    rewrites weights, e.g. quantization) runs on a copy of the transformer, so the original
+    weights are never touched and need no reload.
+
+    >>> ev = Evaluator(loaded, load_workload("smoke"))  # doctest: +SKIP
+    >>> ev.evaluate([TextKVCache()]).speedup  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        loaded,
+        workload: Workload,
+        *,
+        repeats: int = 3,
+        warmup: int = 1,
+        time_limit_factor: float = 4.0,
+        lease=None,
+        output_dir: Path | None = None,
+        timing: bool = True,
+    ):
+        self.loaded = loaded
+        self.pipe = loaded.pipe
+        self.adapter = loaded.adapter
+        self.workload = workload
+        self.repeats = repeats
+        self.warmup = warmup
+        self.time_limit_factor = time_limit_factor
+        self.lease = lease or contextlib.nullcontext
+        self.output_dir = Path(output_dir) if output_dir else None
+        self.timing = timing
+        self._n = 0
+        with torch.no_grad(), count_calls(self.adapter) as counts:
+            self.baseline_outputs = generate(self.pipe, workload)
+        self.baseline_calls = dict(counts)
+        with self.lease():
+            self.baseline_timing = measure(self._run_baseline, warmup=0, repeats=1)
+        self.baseline_paths = self._save("baseline", self.baseline_outputs)
+
+    def _run_baseline(self):
+        with torch.no_grad():
+            return generate(self.pipe, self.workload)
+
+    def _save(self, tag: str, videos: list[np.ndarray]) -> list[str]:
+        if self.output_dir is None:
+            return []
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for i, v in enumerate(videos):
+            p = self.output_dir / f"{tag}-{i}.npy"
+            np.save(p, v.astype(np.float16))  # half the bytes; 1e-3 precision is far below 8-bit video
+            paths.append(str(p))
+        return paths
+
+    def _candidate_pipe(self, configs: list[TechniqueConfig]):
+        """The pipeline to apply ``configs`` to: the original, or a copy for irreversible skills."""
+        if all(skill_for(c).reversible for c in configs):
+            return self.pipe, False
+        components = dict(self.pipe.components)
+        components["transformer"] = copy.deepcopy(self.pipe.transformer)
+        clone = type(self.pipe)(**components)
+        clone.set_progress_bar_config(disable=True)
+        return clone, True
+
+    def evaluate(self, configs: list[TechniqueConfig], *, tag: str | None = None) -> CandidateResult:
+        t_start = time.perf_counter()
+        configs = list(configs)
+        result = CandidateResult(
+            label=stack_label(configs),
+            techniques=[c.model_dump(mode="json") for c in configs],
+            workload=self.workload.name,
+            ok=False,
+            baseline_calls=self.baseline_calls,
+        )
+        self._n += 1
+        tag = tag or f"cand{self._n:03d}"
+        applied = None
+        try:
+            configs = compose(configs, self.adapter)
+            pipe, copied = self._candidate_pipe(configs)
+            limit = max(5.0, self.time_limit_factor * self.baseline_timing.median_s)
+            applied = apply_all(pipe, configs, self.adapter)
+            with (
+                torch.no_grad(),
+                count_calls(self.adapter if not copied else type(self.adapter)(pipe.transformer)) as c,
+            ):
+                outputs = generate(pipe, self.workload, time_limit_s=limit)
+            result.calls = dict(c)
+            bad = check_finite(outputs)
+            if bad:
+                result.reason = bad
+                return result
+            result.fidelity = _fidelity(self.baseline_outputs, outputs)
+            result.outputs = self._save(tag, outputs)
+            if self.timing:
+                result = self._time(result, pipe, copied, applied, configs)
+            result.ok = True
+        except SolError as e:
+            result.reason = str(e)
+        except TimeLimitExceeded as e:
+            result.reason = f"time limit: {e}"
+        except Exception as e:  # noqa: BLE001 — every failure is evidence, never a crash
+            if _is_oom(e):
+                result.reason = "out of memory"
+            else:
+                frame = traceback.extract_tb(e.__traceback__)[-1]
+                result.reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} ({Path(frame.filename).name}:{frame.lineno})"
+        finally:
+            if applied is not None:
+                applied.revert()
+            result.eval_s = time.perf_counter() - t_start
+        return result
+
+    def _time(self, result: CandidateResult, pipe, copied: bool, applied, configs) -> CandidateResult:
+        state = {"applied": applied}
+
+        def to_baseline():
+            if not copied and state["applied"] is not None:
+                state["applied"].revert()
+                state["applied"] = None
+
+        def to_candidate():
+            if not copied and state["applied"] is None:
+                state["applied"] = apply_all(pipe, configs, self.adapter)
+
+        def run_candidate():
+            with torch.no_grad():
+                generate(pipe, self.workload)
+
+        try:
+            with self.lease():
+                cmp = interleaved(
+                    self._run_baseline,
+                    run_candidate,
+                    warmup=self.warmup,
+                    repeats=self.repeats,
+                    setup_a=to_baseline,
+                    setup_b=to_candidate,
+                )
+        finally:
+            if state["applied"] is not None and state["applied"] is not applied:
+                state["applied"].revert()
+        result.speedup = cmp.speedup
+        result.baseline_s = cmp.a.median_s
+        result.latency_s = cmp.b.median_s
+        return result

@@ -1,0 +1,162 @@
+"""The plan file: a versioned JSON description of an approved acceleration stack.
+
+Loading only parses JSON and resolves technique ``kind``s among registered skills: it never
+imports a name read from the file and never unpickles, so a plan cannot run code.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator
+
+from sol.bench.workload import Workload
+from sol.errors import SolError
+from sol.skills.base import TechniqueConfig, config_from_dict
+
+SCHEMA_VERSION = 1
+
+
+class ModelRef(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    cls: str
+    config_hash: str
+    weights_hash: str
+
+
+class HardwareRef(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: str
+    name: str
+    description: str = ""
+    compute_capability: list[int] | None = None
+
+
+class Measured(BaseModel):
+    """What the search measured for this stack on its workload (interleaved ratio of medians)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    speedup: float | None = None
+    baseline_s: float | None = None
+    latency_s: float | None = None
+    fidelity: dict[str, Any] = Field(default_factory=dict)
+    vbench: dict[str, Any] = Field(default_factory=dict)
+
+
+class Approval(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    approved_by: str
+    approved_at: str
+    candidate: str
+    verdict: dict[str, Any] = Field(default_factory=dict)
+    note: str = ""
+
+
+class Plan(BaseModel):
+    """An ordered stack of technique configs tied to one model and one device.
+
+    >>> plan = Plan.empty(model=ModelRef(name="m", cls="C", config_hash="a", weights_hash="b"),
+    ...                   hardware=HardwareRef(kind="cpu", name="cpu"))
+    >>> Plan.from_json(plan.to_json()).techniques
+    []
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: int = SCHEMA_VERSION
+    created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    sol_version: str = ""
+    model: ModelRef
+    hardware: HardwareRef
+    versions: dict[str, str] = Field(default_factory=dict)
+    techniques: list[TechniqueConfig] = Field(default_factory=list)
+    workload: Workload | None = None
+    measured: Measured = Field(default_factory=Measured)
+    approval: Approval | None = None
+
+    @field_validator("techniques", mode="before")
+    @classmethod
+    def _resolve_kinds(cls, v):
+        if not isinstance(v, list):
+            raise ValueError("techniques must be a list")
+        return [c if isinstance(c, TechniqueConfig) else config_from_dict(c) for c in v]
+
+    @field_serializer("techniques")
+    def _dump_techniques(self, v: list[TechniqueConfig]):
+        return [c.model_dump(mode="json") for c in v]
+
+    @classmethod
+    def empty(cls, model: ModelRef, hardware: HardwareRef, **kw) -> Plan:
+        return cls(model=model, hardware=hardware, versions=library_versions(), **kw)
+
+    def to_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), indent=2, allow_nan=False)
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "plan") -> Plan:
+        try:
+            data = json.loads(text)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise SolError(
+                f"{source} is not valid JSON ({e.msg} at line {e.lineno}); re-export the plan"
+            ) from None
+        if not isinstance(data, dict):
+            raise SolError(f"{source} must hold a JSON object (a Sol plan); re-export the plan")
+        version = data.get("schema_version")
+        if not isinstance(version, int):
+            raise SolError(f"{source} has no integer schema_version; is it a Sol plan file?")
+        if version > SCHEMA_VERSION:
+            raise SolError(
+                f"{source} has plan schema version {version}, newer than this sol supports ({SCHEMA_VERSION});"
+                " upgrade sol"
+            )
+        try:
+            return cls.model_validate(data)
+        except ValidationError as e:
+            first = e.errors()[0]
+            where = ".".join(str(x) for x in first["loc"]) or "plan"
+            raise SolError(f"{source}: {where}: {first['msg'].removeprefix('Value error, ')}") from None
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(self.to_json())
+        tmp.replace(path)  # atomic: a reader never sees half a plan
+        return path
+
+
+def load_plan(path: str | Path) -> Plan:
+    """Read a plan file; every problem is a one-line :class:`SolError`.
+
+    >>> plan = load_plan("runs/x/plan.json")  # doctest: +SKIP
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SolError(f"plan file {path} does not exist; pass the plan.json that `sol optimize` exported")
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise SolError(f"plan file {path} is not text (a pickled file?); Sol plans are JSON") from None
+    return Plan.from_json(text, source=str(path))
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries whose behaviour a plan depends on."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("sol", "torch", "diffusers", "transformers"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            continue
+    return out
