@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from sol.errors import ConflictError, SolError
 
 
-class Seam(str, enum.Enum):
+class Seam(enum.StrEnum):
     """Places in a pipeline that techniques change."""
 
     ATTENTION_BACKEND = "attention_backend"  # which kernel/pattern computes self-attention
