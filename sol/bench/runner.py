@@ -17,13 +17,15 @@ class TimeLimitExceeded(RuntimeError):
     """A generation ran past its time limit (checked at every denoising step)."""
 
 
-def _step_guard(deadline: float | None):
-    if deadline is None:
+def _step_guard(deadline: float | None, step_callback=None):
+    if deadline is None and step_callback is None:
         return None
 
     def on_step_end(pipe, step, timestep, callback_kwargs):
-        if time.perf_counter() > deadline:
+        if deadline is not None and time.perf_counter() > deadline:
             raise TimeLimitExceeded(f"time limit exceeded at step {step}")
+        if step_callback is not None:
+            step_callback()
         return callback_kwargs
 
     return on_step_end
@@ -35,6 +37,7 @@ def generate(
     *,
     time_limit_s: float | None = None,
     progress=None,
+    step_callback=None,
 ) -> list[np.ndarray]:
     """Every (prompt, seed) of the workload through ``pipe``: float32 videos ``[F, H, W, 3]`` in [0, 1].
 
@@ -48,7 +51,7 @@ def generate(
             **workload.pipe_kwargs(prompt),
             generator=generator,
             output_type="np",
-            callback_on_step_end=_step_guard(deadline),
+            callback_on_step_end=_step_guard(deadline, step_callback),
         )
         videos.append(np.asarray(out.frames[0], dtype=np.float32))
         if progress is not None:

@@ -88,7 +88,11 @@ def _load_folder(folder: Path, allow_pickle: bool, dtype: torch.dtype):
     safe_only = _check_pickle(folder, allow_pickle)
     try:
         return DiffusionPipeline.from_pretrained(
-            str(folder), torch_dtype=dtype, local_files_only=True, use_safetensors=safe_only
+            # None lets each component fall back to its pickled file once the user allowed it.
+            str(folder),
+            torch_dtype=dtype,
+            local_files_only=True,
+            use_safetensors=True if safe_only else None,
         )
     except (OSError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -140,11 +144,7 @@ def load_model(
     elif Path(model).expanduser().is_dir():
         folder = Path(model).expanduser().resolve()
         loaded = LoadedModel(model, _load_folder(folder, allow_pickle, dtype), f"folder: {folder}", True)
-    elif Path(model).suffix or model.startswith((".", "/", "~")):
-        raise SolError(
-            f"model folder {model!r} does not exist; pass an existing diffusers folder or a built-in name"
-        )
-    elif re.fullmatch(r"[\w.-]+/[\w.-]+", model):
+    elif re.fullmatch(r"[\w-][\w.-]*/[\w.-]+", model):
         snap = _hub_snapshot(model)
         if snap is None:
             raise SolError(
@@ -152,6 +152,10 @@ def load_model(
                 f" fetch it first (huggingface-cli download {model}) or pass a local folder"
             )
         loaded = LoadedModel(model, _load_folder(snap, allow_pickle, dtype), f"hub cache: {snap}", True)
+    elif "/" in model or Path(model).suffix or model.startswith((".", "~")):
+        raise SolError(
+            f"model folder {model!r} does not exist; pass an existing diffusers folder or a built-in name"
+        )
     else:
         names = ", ".join([*BUILTIN_MODELS, *PRESETS])
         raise SolError(

@@ -320,3 +320,38 @@ def check_video(video: np.ndarray, caption: str, min_pixels: int = 6) -> CheckRe
     else:  # pragma: no cover - parse_caption guards this
         motion_ok = False
     return CheckResult(bool(colour_ok and motion_ok), bool(colour_ok), bool(motion_ok), found, detail)
+
+
+# ---------------------------------------------------------------------------------------------
+# How the shipped model is meant to be called
+# ---------------------------------------------------------------------------------------------
+
+# The native call of `sol-tiny-wan` (docs/reference-model.md). max_sequence_length must be 8: the
+# model was trained with prompts padded to 8 tokens, and WanPipeline pads to whatever is passed.
+NATIVE_CALL: dict = {
+    "num_frames": 17,
+    "height": 64,
+    "width": 64,
+    "num_inference_steps": 25,
+    "guidance_scale": 5.0,
+    "max_sequence_length": 8,
+}
+
+
+def generate(pipe, prompts: list[str], seed: int = 0, **overrides) -> np.ndarray:
+    """Videos [N, T, H, W, 3] in [0, 1] for `prompts`, one batched `pipe(...)` call at NATIVE_CALL.
+
+    >>> videos = generate(pipe, ["a red circle moving left"])  # doctest: +SKIP
+    """
+    import torch
+
+    kw = {**NATIVE_CALL, **overrides}
+    with torch.no_grad():
+        out = pipe(
+            prompt=list(prompts),
+            negative_prompt=[""] * len(prompts),
+            generator=torch.Generator().manual_seed(seed),
+            output_type="np",
+            **kw,
+        ).frames
+    return np.asarray(out, np.float32)
