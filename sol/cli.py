@@ -175,6 +175,190 @@ def generate_cmd(
         handle.revert()
 
 
+RunsDirOpt = Annotated[Path, typer.Option("--runs-dir", help="where run folders live")]
+
+
+def _printer():
+    """Print one line per finished graph node (the graph's progress)."""
+    labels = {"profile": "profiled the baseline", "skill_agent": "skill agent finished",
+              "integrator": "integrator measured compositions", "gate": "quality gate judged candidates",
+              "report": "report written", "approval": "decision recorded", "export": "exported"}  # fmt: skip
+
+    def on_update(node: str, value) -> None:
+        if node == "__interrupt__":
+            return
+        extra = ""
+        if isinstance(value, dict):
+            if value.get("fronts"):
+                extra = f": {', '.join(value['fronts'])}"
+            if value.get("failed"):
+                extra = f": FAILED {', '.join(f'{k} ({v})' for k, v in value['failed'].items())}"
+        err_console.print(f"[green]✓[/] {labels.get(node, node)}{extra}")
+
+    return on_update
+
+
+def _show_outcome(out, ask: bool = False, runs_dir: Path = Path("runs")) -> None:
+    from sol.agent import driver
+
+    if out.interrupt is not None and ask and sys.stdin.isatty():
+        _candidates_table(out.interrupt["candidates"])
+        console.print(f"report: {out.interrupt.get('report')}")
+        choice = typer.prompt("approve which candidate? (id, 'reject', or 'later')", default=next(
+            (c["id"] for c in out.interrupt["candidates"] if c["passed"]), "later"))  # fmt: skip
+        if choice == "reject":
+            text = typer.prompt("feedback (e.g. min_psnr=35 exclude=cache)", default="")
+            out = driver.reject(
+                out.run_dir.name, driver.parse_feedback(text), runs_dir=runs_dir, on_update=_printer()
+            )
+            return _show_outcome(out, ask=True, runs_dir=runs_dir)
+        if choice != "later":
+            out = driver.approve(out.run_dir.name, choice, runs_dir=runs_dir, on_update=_printer())
+    if out.interrupt is not None:
+        _candidates_table(out.interrupt["candidates"])
+        console.print(f"report: [bold]{out.interrupt.get('report')}[/]")
+        console.print(
+            f"run [bold]{out.run_dir.name}[/] is waiting for approval: "
+            f"`sol approve {out.run_dir.name} [--candidate ID]` or `sol reject {out.run_dir.name} --feedback ...`"
+        )
+        return
+    console.print(f"run [bold]{out.run_dir}[/]: {out.status}")
+    if out.report:
+        console.print(f"report: [bold]{out.report.get('html')}[/]  summary: {out.report.get('markdown')}")
+    if out.plan:
+        console.print(f'plan: [bold]{out.plan}[/]  (apply with sol.apply_plan(pipe, "{out.plan}"))')
+
+
+def _candidates_table(cands) -> None:
+    table = Table("id", "candidate", "speedup", "PSNR", "gate", title="candidates")
+    for c in cands:
+        psnr = c.get("psnr")
+        table.add_row(c["id"], c["label"], f"{c['speedup']:.2f}x" if c.get("speedup") else "-",
+                      f"{float(psnr):.1f}" if psnr is not None else "-",
+                      "[green]pass[/]" if c["passed"] else "[red]fail[/]")  # fmt: skip
+    console.print(table)
+
+
+@app.command("optimize")
+def optimize_cmd(
+    model: ModelOpt = "sol-tiny-wan",
+    gpu: GpuOpt = "auto",
+    workload: WorkloadOpt = "default",
+    budget: Annotated[
+        str, typer.Option("--budget", help="lossless, near-lossless, balanced, aggressive")
+    ] = "near-lossless",
+    effort: Annotated[str, typer.Option("--effort", help="quick, standard, thorough")] = "standard",
+    skills: Annotated[
+        str | None, typer.Option("--skills", help="comma-separated skill families (default: all)")
+    ] = None,
+    approve: Annotated[str, typer.Option("--approve", help="ask (on a terminal), manual, or auto")] = "ask",
+    executor: Annotated[
+        str, typer.Option("--executor", help="ray, or local (in-process, for debugging)")
+    ] = "ray",
+    ray_address: Annotated[str | None, typer.Option("--ray-address", help="join this Ray cluster")] = None,
+    runs_dir: RunsDirOpt = Path("runs"),
+    layers: LayersOpt = None,
+    allow_pickle: PickleOpt = False,
+    vbench_python: Annotated[
+        str | None, typer.Option("--vbench-python", help="VBench's own interpreter")
+    ] = None,
+    checkpoint_url: Annotated[
+        str | None, typer.Option("--checkpoint-url", help="postgresql://… instead of SQLite")
+    ] = None,
+) -> None:
+    """Find the fastest near-lossless stack of techniques for a model on this hardware."""
+    from sol.agent import driver
+
+    out = driver.start(
+        model=model, gpu=gpu, workload=workload, budget=budget, effort=effort,
+        skills=[s.strip() for s in skills.split(",") if s.strip()] if skills else None,
+        approve=approve, executor=executor, ray_address=ray_address, runs_dir=runs_dir, layers=layers,
+        allow_pickle=allow_pickle, vbench_python=vbench_python, checkpoint_url=checkpoint_url,
+        on_update=_printer(),
+    )  # fmt: skip
+    _show_outcome(out, ask=approve == "ask", runs_dir=runs_dir)
+
+
+@app.command("resume")
+def resume_cmd(
+    run: Annotated[str, typer.Argument(help="run id or folder")], runs_dir: RunsDirOpt = Path("runs")
+) -> None:
+    """Continue a killed or interrupted run from its last checkpoint."""
+    from sol.agent import driver
+
+    _show_outcome(driver.resume(run, runs_dir, on_update=_printer()), runs_dir=runs_dir)
+
+
+@app.command("runs")
+def runs_cmd(runs_dir: RunsDirOpt = Path("runs")) -> None:
+    """List runs and their state."""
+    from sol.agent import driver
+
+    table = Table("run", "model", "workload", "status", "plan")
+    for r in driver.list_runs(runs_dir):
+        table.add_row(r["run"], r["model"], r["workload"], r["status"], r["plan"])
+    console.print(table)
+
+
+@app.command("approve")
+def approve_cmd(
+    run: Annotated[str, typer.Argument(help="run id or folder")],
+    candidate: Annotated[
+        str | None, typer.Option("--candidate", help="candidate id (default: the best that passed)")
+    ] = None,
+    note: Annotated[str, typer.Option("--note")] = "",
+    runs_dir: RunsDirOpt = Path("runs"),
+) -> None:
+    """Approve a candidate of a paused run and export its plan."""
+    from sol.agent import driver
+
+    _show_outcome(
+        driver.approve(run, candidate, note=note, runs_dir=runs_dir, on_update=_printer()), runs_dir=runs_dir
+    )
+
+
+@app.command("reject")
+def reject_cmd(
+    run: Annotated[str, typer.Argument(help="run id or folder")],
+    feedback: Annotated[
+        str, typer.Option("--feedback", help="e.g. 'min_psnr=35 exclude=quantization too blurry'")
+    ] = "",
+    min_psnr: Annotated[float | None, typer.Option("--min-psnr")] = None,
+    budget: Annotated[str | None, typer.Option("--budget")] = None,
+    exclude: Annotated[list[str] | None, typer.Option("--exclude", help="skill family to leave out")] = None,
+    prefer: Annotated[str | None, typer.Option("--prefer", help="candidate id to start from")] = None,
+    candidate: Annotated[str | None, typer.Option("--candidate", help="the candidate being rejected")] = None,
+    runs_dir: RunsDirOpt = Path("runs"),
+) -> None:
+    """Reject with feedback; the integrator searches again under stricter settings."""
+    from sol.agent import driver
+
+    fb = driver.parse_feedback(feedback, min_psnr=min_psnr, budget=budget, exclude=exclude, prefer=prefer)
+    _show_outcome(
+        driver.reject(run, fb, candidate=candidate, runs_dir=runs_dir, on_update=_printer()),
+        runs_dir=runs_dir,
+    )
+
+
+@app.command("apply")
+def apply_cmd(
+    plan: Annotated[Path, typer.Argument(help="plan.json exported by sol optimize")],
+    prompt: Annotated[str, typer.Option("--prompt", "-p")],
+    out: Annotated[Path, typer.Option("--out", "-o")],
+    model: Annotated[str | None, typer.Option("--model", "-m", help="default: the plan's model")] = None,
+    gpu: GpuOpt = "auto",
+    force: Annotated[bool, typer.Option("--force")] = False,
+) -> None:
+    """Re-apply a plan in a fresh process and generate with it."""
+    from sol.plan import load_plan
+
+    p = load_plan(plan)
+    wl = p.workload.name if p.workload else "default"
+    generate_cmd(prompt=prompt, out=out, model=model or p.model.name, plan=plan, gpu=gpu, workload=wl,
+                 frames=None, height=None, width=None, steps=None, guidance=None, seed=0, layers=None,
+                 allow_pickle=False, force=force)  # fmt: skip
+
+
 def main() -> None:
     """Entry point: run the app, turning SolError into one line."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub

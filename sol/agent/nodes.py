@@ -1,0 +1,209 @@
+"""Graph nodes. Each returns a partial state update; heavy work goes through the executor.
+
+Nodes before an ``interrupt()`` re-run on resume, so each is safe to repeat: it reuses its
+result file when present (``sol.agent.jobs``), and the approval node does nothing before
+its interrupt but read small files.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+from langgraph.types import Command, Send, interrupt
+
+from sol.agent.jobs import write_json
+from sol.agent.state import RunState
+from sol.cluster.executor import Executor, JobFailed
+
+
+def _budget(settings: dict):
+    from sol.quality.gate import QualityBudget, get_budget
+
+    base = get_budget(settings.get("budget"))
+    if settings.get("min_psnr") is not None and float(settings["min_psnr"]) != base.min_psnr:
+        return QualityBudget(**{**base.model_dump(), "name": f"{base.name}+psnr{settings['min_psnr']:g}",
+                                "min_psnr": float(settings["min_psnr"])})  # fmt: skip
+    return base
+
+
+class Nodes:
+    def __init__(self, executor: Callable[[], Executor]):
+        self._executor_factory = executor
+
+    @property
+    def executor(self) -> Executor:
+        return self._executor_factory()
+
+    # --- profile --------------------------------------------------------------------------
+    def profile(self, state: RunState) -> dict:
+        spec = state["spec"]
+        self.executor.run("profile", spec, name="profile")
+        return {"profile": str(Path(spec["run_dir"]) / "profile.json"), "status": "searching"}
+
+    def fan_out(self, state: RunState) -> list[Send] | str:
+        done = set(state.get("fronts", {})) | set(state.get("failed", {}))
+        todo = [f for f in state["spec"]["skills"] if f not in done]
+        if not todo:
+            return "integrator"
+        return [Send("skill_agent", {"spec": state["spec"], "family": f}) for f in todo]
+
+    # --- skill agents (parallel) ----------------------------------------------------------
+    def skill_agent(self, payload: dict) -> dict:
+        family = payload["family"]
+        try:
+            out = self.executor.run("skill_search", payload["spec"], family, name=f"skill-{family}")
+        except JobFailed as e:
+            return {"failed": {family: str(e)}}
+        return {"fronts": {family: out["path"]}}
+
+    # --- integrator -----------------------------------------------------------------------
+    def integrator(self, state: RunState) -> dict:
+        spec = state["spec"]
+        settings = state.get("settings") or {"round": 1, "budget": spec["budget"]}
+        if "min_psnr" not in settings:
+            settings = {**settings, "min_psnr": _budget(settings).min_psnr}
+        fronts = state.get("fronts", {})
+        try:
+            out = self.executor.run(
+                "integrate", spec, fronts, settings, name=f"integrator-{settings['round']}"
+            )
+        except JobFailed as e:
+            return {"settings": settings, "status": f"integrator failed: {e}", "integration": ""}
+        return {"settings": settings, "integration": out["path"], "status": "gating"}
+
+    # --- gate -----------------------------------------------------------------------------
+    def gate(self, state: RunState) -> dict:
+        from sol.quality.gate import gate
+        from sol.quality.vbench import run_vbench
+
+        spec, settings = state["spec"], state["settings"]
+        run_dir = Path(spec["run_dir"])
+        rnd = settings["round"]
+        if not state.get("integration"):
+            return {"candidates": "", "summary": []}
+        integ = json.loads(Path(state["integration"]).read_text())
+        baseline = [np.load(p).astype(np.float32) for p in integ["baseline_videos"]]
+        comps = [c for c in integ["compositions"] if c["result"]["ok"]]
+        cand_videos = [[np.load(p).astype(np.float32) for p in c["result"]["outputs"]] for c in comps]
+        # One VBench call for all videos: its interpreter starts once.
+        flat = baseline + [v for vs in cand_videos for v in vs]
+        vb = run_vbench(flat, spec.get("vbench_dimensions", ["temporal_flickering"]), spec.get("vbench_python"),
+                        workdir=run_dir / "vbench" / f"round-{rnd}")  # fmt: skip
+        n = len(baseline)
+
+        def per(dim_result: dict, lo: int, hi: int) -> dict:
+            if "videos" not in dim_result:
+                return dim_result
+            vals = dim_result["videos"][lo:hi]
+            return {"score": float(np.mean(vals)), "videos": vals}
+
+        vb_base = {d: per(r, 0, n) for d, r in vb.items()}
+        budget = _budget(settings)
+        candidates = []
+        for k, (c, videos) in enumerate(zip(comps, cand_videos, strict=True)):
+            vb_c = {d: per(r, n * (k + 1), n * (k + 2)) for d, r in vb.items()}
+            verdict = gate(baseline, videos, budget, vbench_baseline=vb_base, vbench_candidate=vb_c)
+            res = c["result"]
+            candidates.append({
+                "id": c["id"],
+                "label": res["label"],
+                "techniques": res["techniques"],
+                "speedup": res["speedup"],
+                "predicted_speedup": c["predicted_speedup"],
+                "predicted_psnr": c["predicted_psnr"],
+                "interaction": c["interaction"],
+                "fidelity": {k2: v for k2, v in res["fidelity"].items() if k2 != "videos"},
+                "vbench": vb_c,
+                "verdict": verdict.model_dump(mode="json"),
+                "passed": verdict.passed,
+                "videos": res["outputs"],
+                "latency_s": res["latency_s"],
+                "baseline_s": res["baseline_s"],
+            })  # fmt: skip
+        candidates.sort(key=lambda c: (not c["passed"], -(c["speedup"] or 0)))
+        prefer = settings.get("prefer")
+        if prefer:
+            candidates.sort(key=lambda c: (not c["passed"], c["id"] != prefer))
+        path = write_json(run_dir / f"candidates-{rnd}.json", {"candidates": candidates, "vbench_baseline": vb_base,
+                                                                "budget": budget.model_dump(mode="json")})  # fmt: skip
+        summary = [
+            {"id": c["id"], "label": c["label"], "speedup": c["speedup"],
+             "psnr": c["fidelity"].get("psnr"), "passed": c["passed"]}
+            for c in candidates
+        ]  # fmt: skip
+        return {"candidates": str(path), "summary": summary, "status": "reporting"}
+
+    # --- report ---------------------------------------------------------------------------
+    def report(self, state: RunState) -> dict:
+        from sol.agent.reporting import write_report
+
+        html, md = write_report(state)
+        return {"report": {"html": str(html), "markdown": str(md)}, "status": "awaiting approval"}
+
+    # --- approval -------------------------------------------------------------------------
+    def approval(self, state: RunState) -> Command:
+        spec = state["spec"]
+        passing = [c for c in state.get("summary", []) if c["passed"]]
+        if not passing:
+            return Command(goto="export", update={"decision": {"action": "none"}})
+        if spec.get("approve") == "auto":
+            decision = {"action": "approve", "candidate": passing[0]["id"], "by": "auto (--approve auto)"}
+        else:
+            decision = interrupt({
+                "run": Path(spec["run_dir"]).name,
+                "candidates": state["summary"],
+                "report": state.get("report", {}).get("html"),
+            })  # fmt: skip
+        if decision.get("action") == "reject":
+            return Command(goto="integrator", update=self._after_reject(state, decision))
+        if decision.get("candidate") is None:
+            decision = {**decision, "candidate": passing[0]["id"]}
+        return Command(goto="export", update={"decision": decision, "status": "exporting"})
+
+    def _after_reject(self, state: RunState, decision: dict) -> dict:
+        """Stricter settings from structured feedback; a bare rejection asks for more fidelity."""
+        fb = decision.get("feedback") or {}
+        old = state["settings"]
+        new = {**old, "round": old["round"] + 1}
+        if fb.get("budget"):
+            new["budget"] = fb["budget"]
+            new.pop("min_psnr", None)
+            new["min_psnr"] = _budget(new).min_psnr
+        if fb.get("min_psnr") is not None:
+            new["min_psnr"] = float(fb["min_psnr"])
+        if fb.get("exclude"):
+            new["exclude"] = sorted(set(old.get("exclude", [])) | set(fb["exclude"]))
+        if fb.get("prefer"):
+            new["prefer"] = fb["prefer"]
+        rejected = next((c for c in state.get("summary", []) if c["id"] == decision.get("candidate")), None)
+        if rejected is None:
+            rejected = next((c for c in state.get("summary", []) if c["passed"]), None)
+        if not (fb.get("budget") or fb.get("min_psnr") or fb.get("exclude") or fb.get("prefer")) and rejected:
+            # Not good enough, no numbers given: ask for more fidelity than what was rejected.
+            psnr = float(rejected["psnr"]) if rejected["psnr"] is not None else math.inf
+            if math.isfinite(psnr):
+                new["min_psnr"] = max(float(new["min_psnr"]), psnr + 1.0)
+        entry = {"at": datetime.now(UTC).isoformat(timespec="seconds"), "by": decision.get("by", ""),
+                 "rejected": rejected["id"] if rejected else None, "feedback": fb, "settings": new}  # fmt: skip
+        return {"settings": new, "feedback": [entry], "status": "re-integrating after feedback"}
+
+    # --- export ---------------------------------------------------------------------------
+    def export(self, state: RunState) -> dict:
+        from sol.agent.reporting import export_plan, write_report
+
+        decision = state.get("decision") or {}
+        if decision.get("action") != "approve":
+            html, md = write_report(state)
+            return {
+                "status": "finished: no candidate passed the gate",
+                "report": {"html": str(html), "markdown": str(md)},
+            }
+        plan_path = export_plan(state)
+        state = {**state, "plan": str(plan_path)}
+        html, md = write_report(state)
+        return {"plan": str(plan_path), "report": {"html": str(html), "markdown": str(md)}, "status": "done"}

@@ -1,0 +1,114 @@
+"""Turn a run's files into the report's input and the exported plan."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sol.agent.state import RunState
+
+
+def _load(path: str | None) -> dict:
+    return json.loads(Path(path).read_text()) if path and Path(path).is_file() else {}
+
+
+def run_summary(state: RunState) -> dict:
+    """The ``run`` dict ``sol.report.build_report`` renders (see docs/quality.md)."""
+    spec = state["spec"]
+    profile = _load(state.get("profile"))
+    fronts = {}
+    for fam, path in (state.get("fronts") or {}).items():
+        data = _load(path)
+        front_labels = {r["label"] for r in data.get("front", [])}
+        rows = []
+        for r in data.get("full", []) + data.get("screened", []):
+            rows.append({
+                "label": r["label"], "techniques": r["techniques"], "speedup": r["speedup"],
+                "psnr": r["fidelity"].get("psnr"), "ssim": r["fidelity"].get("ssim"),
+                "on_front": r["label"] in front_labels and r["workload"] == spec_workload_name(spec, data),
+                "failed": not r["ok"], "reason": r["reason"], "calls": r["calls"], "workload": r["workload"],
+            })  # fmt: skip
+        fronts[fam] = rows
+    cands = _load(state.get("candidates")).get("candidates", [])
+    decision = state.get("decision") or {}
+    return {
+        "run_id": Path(spec["run_dir"]).name,
+        "model": spec["model"],
+        "hardware": profile.get("hardware", {}),
+        "workload": _workload_dict(spec),
+        "quality_budget": (state.get("settings") or {}).get("budget", spec.get("budget")),
+        "settings": state.get("settings") or {},
+        "profile": profile,
+        "fronts": fronts,
+        "failed_skills": state.get("failed") or {},
+        "candidates": cands,
+        "baseline_videos": profile.get("baseline_videos", []),
+        "prompts": profile.get("prompts", []),
+        "chosen": decision.get("candidate") if decision.get("action") == "approve" else None,
+        "feedback": state.get("feedback") or [],
+        "integration_log": _load(state.get("integration")).get("log", []),
+        "plan": _load(state.get("plan")) or None,
+        "status": state.get("status", ""),
+    }
+
+
+def spec_workload_name(spec: dict, front: dict) -> str:
+    full = front.get("full") or [{}]
+    return full[0].get("workload", "")
+
+
+def _workload_dict(spec: dict) -> dict:
+    from sol.bench.workload import load_workload
+
+    return load_workload(spec["workload"]).model_dump(mode="json")
+
+
+def write_report(state: RunState) -> tuple[Path, Path]:
+    from sol.report import build_report
+
+    run_dir = Path(state["spec"]["run_dir"])
+    return build_report(run_summary(state), run_dir)
+
+
+def export_plan(state: RunState) -> Path:
+    """plan.json for the approved candidate, with the approval record."""
+    from sol.bench.workload import load_workload
+    from sol.plan import Approval, HardwareRef, Measured, ModelRef, Plan, library_versions
+    from sol.skills.base import config_from_dict
+
+    spec = state["spec"]
+    decision = state["decision"]
+    cands = _load(state["candidates"])["candidates"]
+    chosen = next((c for c in cands if c["id"] == decision["candidate"]), None)
+    if chosen is None:
+        from sol.errors import SolError
+
+        raise SolError(
+            f"candidate {decision['candidate']!r} is not in this run; choose one of {[c['id'] for c in cands]}"
+        )
+    profile = _load(state["profile"])
+    hw = profile["hardware"]
+    plan = Plan(
+        model=ModelRef(name=spec["model"], **profile["fingerprint"]),
+        hardware=HardwareRef(**hw),
+        versions=library_versions(),
+        sol_version=library_versions().get("sol", ""),
+        techniques=[config_from_dict(t) for t in chosen["techniques"]],
+        workload=load_workload(spec["workload"]),
+        measured=Measured(
+            speedup=chosen["speedup"],
+            baseline_s=chosen["baseline_s"],
+            latency_s=chosen["latency_s"],
+            fidelity={k: v for k, v in chosen["fidelity"].items() if not isinstance(v, list | dict)},
+            vbench={d: r.get("score") for d, r in chosen.get("vbench", {}).items() if "score" in r},
+        ),  # fmt: skip
+        approval=Approval(
+            approved_by=decision.get("by") or "unknown",
+            approved_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            candidate=chosen["id"],
+            verdict=chosen["verdict"],
+            note=decision.get("note", ""),
+        ),
+    )
+    return plan.save(Path(spec["run_dir"]) / "plan.json")

@@ -1,0 +1,67 @@
+"""Run folders: one per ``sol optimize``, holding its state (SQLite), results, plan and report."""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sol.errors import SolError
+
+DEFAULT_RUNS_DIR = Path("runs")
+
+
+def new_run_dir(model: str, runs_dir: Path = DEFAULT_RUNS_DIR) -> Path:
+    stem = re.sub(r"[^A-Za-z0-9.-]+", "-", Path(model).name).strip("-") or "model"
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    run_dir = runs_dir / f"{stem}-{stamp}"
+    n = 1
+    while run_dir.exists():
+        n += 1
+        run_dir = runs_dir / f"{stem}-{stamp}-{n}"
+    run_dir.mkdir(parents=True)
+    return run_dir
+
+
+def find_run(run: str, runs_dir: Path = DEFAULT_RUNS_DIR) -> Path:
+    """A run by id (folder name under ``runs_dir``) or path."""
+    for cand in (Path(run), runs_dir / run):
+        if (cand / "run.json").is_file():
+            return cand
+    known = ", ".join(p.name for p in list_run_dirs(runs_dir)[-5:]) or "none"
+    raise SolError(f"no run {run!r} under {runs_dir}/ (recent: {known}); see `sol runs`")
+
+
+def list_run_dirs(runs_dir: Path = DEFAULT_RUNS_DIR) -> list[Path]:
+    if not runs_dir.is_dir():
+        return []
+    return sorted(
+        (p for p in runs_dir.iterdir() if (p / "run.json").is_file()), key=lambda p: p.stat().st_mtime
+    )
+
+
+def read_spec(run_dir: Path) -> dict:
+    return json.loads((run_dir / "run.json").read_text())
+
+
+def checkpointer(run_dir: Path, url: str | None = None):
+    """SQLite in the run folder by default; Postgres when ``url`` says so (teams)."""
+    if url and url.startswith(("postgres://", "postgresql://")):
+        try:
+            from langgraph.checkpoint.postgres import PostgresSaver
+        except ImportError:
+            raise SolError(
+                "a Postgres checkpointer needs langgraph-checkpoint-postgres; pip install langgraph-checkpoint-postgres"
+            ) from None
+        import psycopg
+
+        conn = psycopg.connect(url, autocommit=True)
+        saver = PostgresSaver(conn)
+        saver.setup()
+        return saver
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    conn = sqlite3.connect(str(run_dir / "state.sqlite"), check_same_thread=False)
+    return SqliteSaver(conn)
