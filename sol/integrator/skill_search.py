@@ -85,10 +85,13 @@ def search_skill(
     out = SkillFront(family, [])
     tick = progress or (lambda *_: None)
     for skill in skills:
+        kind = skill.config_type.model_fields["kind"].default
         why = skill.available(context.hardware)
         if why:
-            out.unavailable[skill.config_type.model_fields["kind"].default] = why
+            out.unavailable[kind] = why
             continue
+        for option, why_not in skill.unavailable_options(context.hardware).items():
+            out.unavailable[f"{kind}:{option}"] = why_not
         configs = skill.search_space(context)
         results = []
         for c in configs:
@@ -103,4 +106,6 @@ def search_skill(
         out.full.append(full.evaluate(configs) if screen is not full else r)
         tick(out.full[-1])
     out.front = pareto_front(out.full)
+    if isinstance(context.notes.get(family), dict):
+        out.notes.update(context.notes[family])  # the skill's own evidence (e.g. a sensitivity scan)
     return out

@@ -98,6 +98,10 @@ class Skill:
         """Why this technique cannot run on ``hardware`` (None when it can)."""
         return None
 
+    def unavailable_options(self, hardware) -> dict[str, str]:
+        """Options (e.g. quantization schemes) the search leaves out on ``hardware``, and why."""
+        return {}
+
 
 @dataclass
 class SearchContext:
