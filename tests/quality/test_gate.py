@@ -94,7 +94,9 @@ def test_vbench_relative_drop_per_dimension(videos):
         "aesthetic_quality": {"available": False, "reason": "not available: weights missing (x)"},
     }
     ok = {"temporal_flickering": {"score": 0.949}, "subject_consistency": {"score": 0.899}}
-    verdict = gate(videos, videos, "near-lossless", base_vb, {**ok, "aesthetic_quality": base_vb["aesthetic_quality"]})
+    verdict = gate(
+        videos, videos, "near-lossless", base_vb, {**ok, "aesthetic_quality": base_vb["aesthetic_quality"]}
+    )
     assert verdict.passed, verdict.summary()
     aes = next(c for c in verdict.checks if c.name == "vbench.aesthetic_quality.drop")
     assert aes.skipped and "weights missing" in aes.detail

@@ -11,7 +11,16 @@ import torch
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
 from sol.errors import SolError
-from sol.quality import fidelity, json_safe, lpips, lpips_status, psnr, ssim, temporal_flickering, video_sanity
+from sol.quality import (
+    fidelity,
+    json_safe,
+    lpips,
+    lpips_status,
+    psnr,
+    ssim,
+    temporal_flickering,
+    video_sanity,
+)
 from sol.quality import metrics as metrics_module
 from sol.quality.video import load_video, read_mp4, to_uint8, write_mp4
 from tests.quality.conftest import moving_square

@@ -1,0 +1,88 @@
+"""Number and technique formatting shared by the HTML report and the Markdown summary."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+
+def num(x: Any) -> float | None:
+    """A float from a number or a JSON-safe string ("inf"); None when absent or unreadable."""
+    if x is None or isinstance(x, bool):
+        return None
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return None
+
+
+def speedup(x: Any) -> str:
+    v = num(x)
+    return "—" if v is None or math.isnan(v) else f"{v:.2f}×"
+
+
+def db(x: Any) -> str:
+    v = num(x)
+    if v is None or math.isnan(v):
+        return "—"
+    return "∞ (identical)" if math.isinf(v) and v > 0 else f"{v:.1f} dB"
+
+
+def ratio(x: Any, digits: int = 4) -> str:
+    v = num(x)
+    return "—" if v is None or math.isnan(v) else f"{v:.{digits}f}"
+
+
+def value(x: Any) -> str:
+    """A check's value or threshold: compact, ∞ for inf."""
+    v = num(x)
+    if v is None:
+        return "—"
+    if math.isinf(v):
+        return "∞" if v > 0 else "-∞"
+    if math.isnan(v):
+        return "NaN"
+    return f"{v:.4g}"
+
+
+def technique(t: dict[str, Any]) -> str:
+    """``{"kind": "first_block_cache", "version": 1, "threshold": 0.1}`` → ``first_block_cache(threshold=0.1)``."""
+    if not isinstance(t, dict):
+        return str(t)
+    kind = t.get("kind", "?")
+    params = ", ".join(f"{k}={_short(v)}" for k, v in t.items() if k not in ("kind", "version"))
+    return f"{kind}({params})" if params else str(kind)
+
+
+def techniques(ts: list[dict[str, Any]] | None) -> str:
+    return " + ".join(technique(t) for t in ts) if ts else "baseline (no technique)"
+
+
+def _short(v: Any) -> str:
+    text = repr(v) if isinstance(v, str) else str(v)
+    return text if len(text) <= 40 else text[:39] + "…"
+
+
+def verdict_of(candidate: dict[str, Any]) -> dict[str, Any] | None:
+    """The candidate's verdict as a dict (a pydantic ``Verdict`` is dumped), or None."""
+    v = candidate.get("verdict")
+    if v is None:
+        return None
+    if hasattr(v, "model_dump"):
+        return v.model_dump()
+    return v
+
+
+def failed_checks(verdict: dict[str, Any] | None) -> list[str]:
+    if not verdict:
+        return []
+    return [c.get("name", "?") for c in verdict.get("checks", []) if c.get("passed") is False]
+
+
+def verdict_text(verdict: dict[str, Any] | None) -> str:
+    if verdict is None:
+        return "not gated"
+    if verdict.get("passed"):
+        return "passed"
+    failed = failed_checks(verdict)
+    return "failed: " + ", ".join(failed) if failed else "failed"

@@ -1,0 +1,92 @@
+"""``summary.md``: the candidates and their gate verdicts, for terminals and pull requests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sol.report import format as fmt
+
+
+def _cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def render_markdown(run: dict[str, Any], html_path: Path | None = None) -> str:
+    """A short Markdown summary of ``run`` (the same dict ``build_report`` takes).
+
+    >>> print(render_markdown({"model": "m", "candidates": []}).splitlines()[0])
+    # Sol report: m
+    """
+    hw = run.get("hardware") or {}
+    wl = run.get("workload") or {}
+    lines = [
+        f"# Sol report: {run.get('model', '?')}",
+        "",
+        f"- hardware: {hw.get('name') or hw.get('device') or hw.get('kind') or 'unknown'}",
+        f"- workload: {wl.get('name') or '-'} ({len(run.get('prompts') or wl.get('prompts') or [])} prompts)",
+        f"- quality budget: {run.get('quality_budget', '?')}",
+    ]
+    chosen = next((c for c in run.get("candidates") or [] if c.get("id") == run.get("chosen")), None)
+    if chosen is not None:
+        fid = chosen.get("fidelity") or {}
+        lines.append(
+            f"- chosen: `{chosen.get('id')}` {fmt.techniques(chosen.get('techniques'))} — "
+            f"{fmt.speedup(chosen.get('speedup'))}, PSNR {fmt.db(fid.get('psnr'))}"
+        )
+    else:
+        lines.append("- chosen: none")
+    if html_path is not None:
+        lines.append(f"- full report: {html_path.name} (self-contained HTML)")
+    lines += ["", "## Candidates", ""]
+    cands = run.get("candidates") or []
+    if cands:
+        lines += [
+            "| | id | stack | speedup | predicted | PSNR | SSIM | gate |",
+            "|---|---|---|---:|---:|---:|---:|---|",
+        ]
+        for c in cands:
+            fid = c.get("fidelity") or {}
+            verdict = fmt.verdict_of(c)
+            mark = "★" if c.get("id") == run.get("chosen") else ""
+            gate = fmt.verdict_text(verdict)
+            gate = ("✅ " if verdict and verdict.get("passed") else "❌ " if verdict else "") + gate
+            lines.append(
+                "| "
+                + " | ".join(
+                    _cell(x)
+                    for x in (
+                        mark,
+                        f"`{c.get('id', '?')}`",
+                        fmt.techniques(c.get("techniques")),
+                        fmt.speedup(c.get("speedup")),
+                        fmt.speedup(c.get("predicted_speedup")),
+                        fmt.db(fid.get("psnr")),
+                        fmt.ratio(fid.get("ssim")),
+                        gate,
+                    )
+                )
+                + " |"
+            )
+    else:
+        lines.append("No candidates were evaluated.")
+    fronts = run.get("fronts") or {}
+    if fronts:
+        lines += ["", "## Skills", "", "| skill | points | on front | failed | best speedup on front |",
+                  "|---|---:|---:|---:|---:|"]  # fmt: skip
+        for skill, points in fronts.items():
+            points = points or []
+            on = [p for p in points if p.get("on_front") and not p.get("failed")]
+            best = max((fmt.num(p.get("speedup")) or 0.0 for p in on), default=None)
+            lines.append(
+                f"| {_cell(skill)} | {len(points)} | {len(on)} | {sum(1 for p in points if p.get('failed'))} | "
+                f"{fmt.speedup(best)} |"
+            )
+    stages = (run.get("profile") or {}).get("stages") or {}
+    if stages:
+        total = sum(fmt.num(v) or 0.0 for v in stages.values()) or 1.0
+        lines += ["", "## Baseline profile", "", "| stage | ms | share |", "|---|---:|---:|"]
+        for name, ms in stages.items():
+            v = fmt.num(ms) or 0.0
+            lines.append(f"| {_cell(name)} | {v:,.1f} | {100 * v / total:.1f}% |")
+    return "\n".join(lines) + "\n"
