@@ -7,7 +7,7 @@ full evaluations (every prompt, ``repeats`` interleaved pairs).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from sol.bench.evaluate import CandidateResult, Evaluator
 from sol.integrator.pareto import pareto_front
@@ -82,6 +82,8 @@ def search_skill(
     """
     skills = skills_by_family().get(family, [])
     screen = screen or full
+    if context.pipe is None:  # skills that calibrate (e.g. step caching) run it on the screening pipeline
+        context = replace(context, pipe=screen.pipe)
     out = SkillFront(family, [])
     tick = progress or (lambda *_: None)
     for skill in skills:

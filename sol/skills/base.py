@@ -28,10 +28,14 @@ class Seam(enum.StrEnum):
     BLOCK_OUTPUT = "block_output"  # whether blocks run, or their residuals are reused
     TEXT_KV = "text_kv"  # cross-attention keys/values of the prompt
     KERNEL_FUSION = "kernel_fusion"  # fused or compiled kernels for op chains
+    # diffusers' CacheMixin holds one cache config per model (enable_cache refuses a second one)
+    DIFFUSERS_CACHE = "diffusers_cache"
 
 
 # One writer at a time: two techniques writing one of these are refused.
-EXCLUSIVE_SEAMS = frozenset({Seam.ATTENTION_BACKEND, Seam.TOKEN_SET, Seam.STEP_OUTPUT, Seam.LINEAR_PRECISION})
+EXCLUSIVE_SEAMS = frozenset(
+    {Seam.ATTENTION_BACKEND, Seam.TOKEN_SET, Seam.STEP_OUTPUT, Seam.LINEAR_PRECISION, Seam.DIFFUSERS_CACHE}
+)
 
 
 class TechniqueConfig(BaseModel):
@@ -112,6 +116,9 @@ class SearchContext:
     workload: Any
     budget: Any = None
     notes: dict = field(default_factory=dict)
+    # The pipeline under search, for skills that calibrate on the target model before proposing
+    # configs (step caching fits its rescaling polynomial on one run); never serialised.
+    pipe: Any = None
 
 
 _SKILLS: dict[type[TechniqueConfig], Skill] = {}
@@ -207,13 +214,17 @@ def compose(configs: Iterable[TechniqueConfig], adapter=None) -> list[TechniqueC
                     f"{c.kind} needs the model capability {', '.join(missing)}, which {adapter.family}"
                     f" ({type(adapter.transformer).__name__}) does not offer; drop {c.kind}"
                 )
-        for seam in skill.writes & EXCLUSIVE_SEAMS:
+        for seam in sorted(skill.writes & EXCLUSIVE_SEAMS):
             if seam in writers:
                 other = writers[seam]
-                raise ConflictError(
-                    f"{other.kind} and {c.kind} both write the {seam.value} seam, which takes one writer;"
-                    " keep one of them"
+                # Name every exclusive seam the two share, not just the first one found.
+                shared = sorted(s.value for s in skill.writes & skill_for(other).writes & EXCLUSIVE_SEAMS)
+                which = (
+                    f"the {shared[0]} seam, which takes one writer"
+                    if len(shared) == 1
+                    else f"the {', '.join(shared)} seams, which take one writer each"
                 )
+                raise ConflictError(f"{other.kind} and {c.kind} both write {which}; keep one of them")
             writers[seam] = c
     order = {id(c): i for i, c in enumerate(configs)}
     return sorted(configs, key=lambda c: (skill_for(c).phase, order[id(c)]))
