@@ -73,6 +73,29 @@ class ModelAdapter:
         """Name -> modules whose forward runs only when that work really happens."""
         raise NotImplementedError
 
+    # Where the transformer's forward takes the prompt embeddings: (keyword, position).
+    text_argument: ClassVar[tuple[str, int]] = ("encoder_hidden_states", 2)
+
+    def modulated_input(self, block: nn.Module, hidden_states: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        """The timestep-modulated input of ``block``'s first sub-layer (what step caching watches).
+
+        ``hidden_states`` and ``temb`` are the block's arguments as the block I/O contract names them.
+        """
+        raise NotImplementedError(f"{self.family} does not expose its modulated input")
+
+    def text_kv(self, attn: nn.Module, encoder_hidden_states: torch.Tensor):
+        """Keys and values a cross-attention module computes from the text, exactly as its processor does.
+
+        Returns ``(key, value)``, or None when this module's cross-attention cannot take precomputed
+        keys and values (then text K/V reuse leaves it alone).
+        """
+        return None
+
+    def cross_attention_from_kv(self, attn: nn.Module, processor, hidden_states, key, value) -> torch.Tensor:
+        """``attn``'s output for ``hidden_states`` attending to ``key``/``value`` from :meth:`text_kv`;
+        bit-identical to ``processor`` computing them itself."""
+        raise NotImplementedError(f"{self.family} cannot run cross-attention from cached keys and values")
+
     def linear_layers(self) -> dict[str, nn.Linear]:
         """Qualified name -> every nn.Linear inside the transformer blocks."""
         return {
