@@ -1,0 +1,90 @@
+"""Skipping a contiguous range of transformer blocks and adding their cached residual instead.
+
+Both block-residual caching and step-output caching reduce to this: blocks ``start..end`` run
+(and their residual ``out(end) - in(start)`` is stored), or they are bypassed and the stored
+residual is added to the range's input. What differs is the *decision*, which each technique
+makes in its own hook before the range starts and writes to the shared per-context state.
+
+Hook roles on the blocks of the range (diffusers ``ModelHook``s, state per cache context so
+classifier-free guidance's cond and uncond calls never share a residual):
+
+- start: skipping -> return ``input + residual`` (the whole range's output, at once);
+  computing -> remember the range input;
+- middle: skipping -> return the input unchanged (the start already added the residual);
+- end: computing -> store ``out - range input`` as the residual.
+"""
+
+from __future__ import annotations
+
+from sol.skills.cache import _common
+
+
+def state_class():
+    BaseState = _common._hooks()[0]
+
+    class SkipState(BaseState):
+        """What one cache context (cond / uncond / inference) remembers within one generation."""
+
+        def __init__(self):
+            self.reset()
+
+        def reset(self):
+            self.step = -1  # transformer calls seen in this context (= denoising step index)
+            self.skipping = False
+            self.range_input = None
+            self.residual = None
+            self.ref = None  # the decision's reference signal (previous modulated input / Fn residual)
+            self.acc = 0.0  # accumulated distance since the last computed step
+            self.consecutive = 0  # cached steps in a row
+            self.head_input = None  # block-0 input (block-residual caching)
+            self.decisions: list[bool] = []  # True = computed, per step (evidence)
+
+    return SkipState
+
+
+def range_hook_class():
+    ModelHook = _common._hooks()[3]
+
+    class RangeHook(ModelHook):
+        _is_stateful = True
+
+        def __init__(self, state_manager, start: bool, end: bool, hs_arg: tuple[str, int]):
+            super().__init__()
+            self.state_manager = state_manager
+            self.start, self.end = start, end
+            self.hs_arg = hs_arg
+
+        def new_forward(self, module, *args, **kwargs):
+            _common.context_of(self.state_manager)
+            st = self.state_manager.get_state()
+            hs = _common.arg(args, kwargs, *self.hs_arg)
+            if st.skipping:
+                return hs + st.residual if self.start else hs
+            if self.start:
+                st.range_input = hs
+            out = self.fn_ref.original_forward(*args, **kwargs)
+            if self.end:
+                st.residual = out - st.range_input
+                st.range_input = None
+            return out
+
+        def reset_state(self, module):
+            self.state_manager.reset()
+            return module
+
+    return RangeHook
+
+
+def install_range(blocks, start: int, end: int, state_manager, hook_name: str, hs_arg) -> list:
+    """Register the range hooks on ``blocks[start..end]``; returns the hooked blocks."""
+    cls = range_hook_class()
+    hooked = []
+    for i in range(start, end + 1):
+        _common.register(blocks[i], cls(state_manager, i == start, i == end, hs_arg), hook_name)
+        hooked.append(blocks[i])
+    return hooked
+
+
+def block_arg(adapter, name: str) -> tuple[str, int]:
+    """(keyword, position) of a block argument from the adapter's block I/O contract."""
+    return name, adapter.block_io.args.index(name)

@@ -1,0 +1,194 @@
+"""One calibration run of the target model: how the blocks' output really changes per step.
+
+Step caches decide from a cheap signal whether the expensive part of the transformer would
+give (nearly) the same result as at the last computed step. How a change of the signal maps to a
+change of the output is model- and schedule-specific, so Sol measures it instead of copying
+another model's numbers. During one uncached generation it records, per cache context
+(cond / uncond) and per step ``t``:
+
+- ``x_t`` = relative L1 change of block 0's timestep-modulated input (the adapter's
+  :meth:`~sol.models.base.ModelAdapter.modulated_input`) from step ``t-1``;
+- ``y_t`` = relative L1 change of the residual of all blocks (``out(last) - in(first)``, what
+  a cached step reuses) from step ``t-1``;
+- ``mag_t`` = mean over tokens of ``|res_t| / |res_{t-1}|`` (MagCache's magnitude ratio,
+  the same formula as diffusers' ``MagCacheBlockHook._perform_calibration_step``).
+
+Step-output caching fits ``y ≈ poly(x)`` (``np.polyfit``) and stores the coefficients in its
+config; MagCache stores the per-step ratios. A plan then re-applies without calibrating.
+Cost: one generation of one prompt (latents only, no VAE decode).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from sol.skills.cache import _common, _skip
+
+RECORD_HEAD_HOOK = "sol_cache_calibration_head"
+RECORD_TAIL_HOOK = "sol_cache_calibration_tail"
+
+
+@dataclass
+class Calibration:
+    """Per-context traces of one or more uncached generations (small JSON, no tensors)."""
+
+    steps: int
+    traces: dict[str, list[dict]] = field(default_factory=dict)  # context -> [{"x", "y", "mag"}] for t >= 1
+
+    def points(self) -> tuple[np.ndarray, np.ndarray]:
+        xs = [p["x"] for tr in self.traces.values() for p in tr]
+        ys = [p["y"] for tr in self.traces.values() for p in tr]
+        return np.asarray(xs, dtype=np.float64), np.asarray(ys, dtype=np.float64)
+
+    def fit(self, degree: int = 2) -> tuple[float, ...]:
+        """Coefficients (highest power first, ``np.polyval`` order) of ``y ≈ poly(x)``.
+
+        A rescaling must grow with the input change and never go negative, or a cache that
+        sees a large change would skip anyway (TeaCache's degree-4 fits on ~50 points swing
+        outside the observed range). So the highest degree up to ``degree`` whose polynomial
+        is non-decreasing and non-negative on ``[0, 2 * max(x)]`` is kept; failing all, the
+        mean change per step (a constant: fixed-interval caching).
+        """
+        x, y = self.points()
+        if len(x) == 0:
+            return (1.0, 0.0)
+        grid = np.linspace(0.0, 2.0 * float(x.max()) + 1e-9, 200)
+        for d in range(max(1, min(degree, len(x) - 1)), 0, -1):
+            coeffs = np.polyfit(x, y, d)
+            vals = np.polyval(coeffs, grid)
+            if vals.min() >= 0.0 and np.all(np.diff(vals) >= -1e-12):
+                return tuple(float(c) for c in coeffs)
+        return (float(max(y.mean(), 1e-6)),)
+
+    def mag_ratios(self) -> list[float]:
+        """Per-step magnitude ratio, averaged over contexts (step 0 is 1.0 by definition)."""
+        by_step: dict[int, list[float]] = {}
+        for tr in self.traces.values():
+            for p in tr:
+                by_step.setdefault(p["t"], []).append(p["mag"])
+        return [1.0] + [float(np.mean(by_step.get(t, [1.0]))) for t in range(1, self.steps)]
+
+    def sequences(self) -> list[list[tuple[float, float]]]:
+        """Per context, the (x, y) pairs in step order (for simulating a threshold)."""
+        return [[(p["x"], p["y"]) for p in tr] for tr in self.traces.values()]
+
+    def to_json(self) -> dict:
+        return {"steps": self.steps, "traces": self.traces}
+
+    @classmethod
+    def from_json(cls, d: dict) -> Calibration:
+        return cls(int(d["steps"]), {k: list(v) for k, v in d["traces"].items()})
+
+
+def _recorder_classes():
+    BaseState, _, _, ModelHook, _ = _common._hooks()
+
+    class RecState(BaseState):
+        def __init__(self):
+            self.reset()
+
+        def reset(self):
+            self.t = -1
+            self.mod = None
+            self.inp = None
+            self.res = None
+            self.trace: list[dict] = []
+
+    class Head(ModelHook):
+        _is_stateful = True
+
+        def __init__(self, sm, adapter, block, hs_arg, temb_arg, sink):
+            super().__init__()
+            self.state_manager, self.adapter, self.block = sm, adapter, block
+            self.hs_arg, self.temb_arg, self.sink = hs_arg, temb_arg, sink
+
+        def new_forward(self, module, *args, **kwargs):
+            name = _common.context_of(self.state_manager).name
+            st = self.state_manager.get_state()
+            if not st.trace:
+                self.sink.setdefault(name, [])
+                self.sink[name].append(st.trace)  # one list per generation and context
+            hs = _common.arg(args, kwargs, *self.hs_arg)
+            mod = self.adapter.modulated_input(self.block, hs, _common.arg(args, kwargs, *self.temb_arg))
+            st.t += 1
+            st.x = None if st.mod is None else _common.rel_l1(mod, st.mod)
+            st.mod, st.inp = mod, hs
+            return self.fn_ref.original_forward(*args, **kwargs)
+
+        def reset_state(self, module):
+            self.state_manager.reset()
+            return module
+
+    class Tail(ModelHook):
+        _is_stateful = True
+
+        def __init__(self, sm):
+            super().__init__()
+            self.state_manager = sm
+
+        def new_forward(self, module, *args, **kwargs):
+            _common.context_of(self.state_manager)
+            st = self.state_manager.get_state()
+            out = self.fn_ref.original_forward(*args, **kwargs)
+            res = out - st.inp
+            if st.res is not None and st.x is not None:
+                mag = (
+                    torch.linalg.norm(res.float(), dim=-1)
+                    / (torch.linalg.norm(st.res.float(), dim=-1) + 1e-8)
+                ).mean()
+                st.trace.append({"t": st.t, "x": st.x, "y": _common.rel_l1(res, st.res), "mag": float(mag)})
+            else:
+                st.trace.append({"t": st.t, "x": None, "y": None, "mag": 1.0})
+            st.res, st.inp = res, None
+            return out
+
+        def reset_state(self, module):
+            self.state_manager.reset()
+            return module
+
+    return RecState, Head, Tail
+
+
+def calibrate(pipe, adapter, workload, *, prompts: int = 1) -> Calibration:
+    """Run ``prompts`` of ``workload`` uncached through ``pipe`` and record the step traces.
+
+    >>> cal = calibrate(loaded.pipe, loaded.adapter, load_workload("smoke"))  # doctest: +SKIP
+    >>> StepOutputCacheConfig(threshold=0.2, coefficients=cal.fit())  # doctest: +SKIP
+    """
+    RecState, Head, Tail = _recorder_classes()
+    StateManager = _common._hooks()[4]
+    blocks = list(adapter.blocks())
+    sm = StateManager(RecState)
+    sink: dict[str, list[list[dict]]] = {}
+    hs_arg = _skip.block_arg(adapter, "hidden_states")
+    temb_arg = _skip.block_arg(adapter, "temb")
+    # Tail first: on a one-block model the head must wrap it (outermost runs first).
+    _common.register(blocks[-1], Tail(sm), RECORD_TAIL_HOOK)
+    _common.register(blocks[0], Head(sm, adapter, blocks[0], hs_arg, temb_arg, sink), RECORD_HEAD_HOOK)
+    transformer = adapter.transformer
+    _common.acquire_generation_reset(transformer)
+    _common.registry(transformer).invalidate_child_registries_cache()
+    try:
+        with torch.no_grad():
+            for prompt, seed in workload.runs[:prompts]:
+                pipe(
+                    **workload.pipe_kwargs(prompt),
+                    generator=torch.Generator("cpu").manual_seed(seed),
+                    output_type="latent",
+                )
+    finally:
+        _common.unregister(blocks[0], RECORD_HEAD_HOOK)
+        _common.unregister(blocks[-1], RECORD_TAIL_HOOK)
+        _common.release_generation_reset(transformer)
+        _common.registry(transformer).invalidate_child_registries_cache()
+        sm.reset()
+    traces = {}
+    for name, runs in sink.items():
+        for i, tr in enumerate(runs):
+            pts = [p for p in tr if p["x"] is not None]
+            if pts:
+                traces[f"{name}/{i}"] = pts
+    return Calibration(workload.num_inference_steps, traces)

@@ -1,0 +1,225 @@
+"""Step-output caching with automatic calibration (TeaCache / EasyCache style).
+
+At every transformer call Sol computes block 0's timestep-modulated input (cheap: one
+LayerNorm and a modulation), measures its relative L1 change from the previous step, maps it
+through a polynomial fitted on the target model (``coefficients``), and accumulates the result.
+While the accumulated estimate stays below ``threshold`` the blocks are bypassed and the
+residual of the whole block stack from the last computed step is added to the input (the
+patch embedding and output head still run: they are cheap and keep the step's timestep
+modulation exact). A computed step resets the accumulator.
+
+Calibration (see :mod:`sol.skills.cache.calibration`): one uncached generation records, per
+step and per CFG context, the modulated-input change ``x`` and the true change ``y`` of the
+blocks' residual; ``np.polyfit(x, y, 2)`` gives the coefficients, stored in the config, so a
+plan re-applies on a server without calibrating. The same run gives the thresholds the search
+screens: Sol simulates the accumulation on the calibration trace and picks the thresholds
+that would compute about 60 %, 45 % and 35 % of the steps.
+
+threshold 0 never skips (bit-identical to the uncached pipeline).
+
+Seams: writes ``step_output`` (exclusive: one step-level skipper per model) and
+``block_output`` (it bypasses every block on cached steps).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from sol.models.base import BLOCK_RESIDUALS, STEP_MODULATION
+from sol.skills.base import Handle, Seam, Skill, TechniqueConfig, register_skill
+from sol.skills.cache import _common, _skip
+from sol.skills.cache.calibration import Calibration, calibrate
+from sol.skills.cache.search import bisect_threshold
+
+DECIDE_HOOK = "sol_step_cache_decide"
+RANGE_HOOK = "sol_step_cache_range"
+CALIBRATION_NOTE = "cache.calibration"  # SearchContext.notes key: one calibration per search
+# Share of steps computed that the screening thresholds aim at (ideal speedups ~1.6x, 2.2x, 2.9x).
+TARGET_COMPUTE = (0.6, 0.45, 0.35)
+
+
+class StepOutputCacheConfig(TechniqueConfig):
+    """Skip the block stack while the rescaled, accumulated modulated-input change stays small.
+
+    ``coefficients`` (highest power first, ``np.polyval`` order) come from calibration; the
+    default ``(1.0, 0.0)`` uses the raw change (uncalibrated).
+
+    >>> StepOutputCacheConfig(threshold=0.2, coefficients=(0.5, 1.2, 0.0)).threshold
+    0.2
+    """
+
+    kind: Literal["cache.step_output"] = "cache.step_output"
+    version: int = 1
+    threshold: float = Field(0.1, ge=0.0)
+    coefficients: tuple[float, ...] = Field((1.0, 0.0), min_length=1, max_length=8)
+    warmup_steps: int = Field(1, ge=0)  # first steps always computed
+    final_steps: int = Field(1, ge=0)  # last steps always computed (they set the fine detail)
+    max_skip_steps: int | None = Field(None, ge=1)  # cached steps in a row (None: unbounded)
+
+
+def polyval(coefficients: tuple[float, ...], x: float) -> float:
+    """Horner's rule (plain floats: numpy's per-call overhead is more than the arithmetic)."""
+    y = 0.0
+    for c in coefficients:
+        y = y * x + c
+    return y
+
+
+def simulate(
+    sequences, coefficients, threshold: float, warmup: int = 1, final: int = 1, steps: int = 0
+) -> float:
+    """Share of steps computed on calibration traces (x per step t >= 1) for ``threshold``."""
+    computed = total = 0
+    for seq in sequences:
+        n = steps or len(seq) + 1
+        acc, comp = 0.0, 1  # step 0 always computes
+        for t, (x, _y) in enumerate(seq, start=1):
+            if t < warmup or t >= n - final:
+                acc, comp = 0.0, comp + 1
+                continue
+            acc += max(0.0, polyval(coefficients, x))
+            if acc < threshold:
+                continue
+            acc, comp = 0.0, comp + 1
+        computed += comp
+        total += n
+    return computed / max(total, 1)
+
+
+def threshold_for(sequences, coefficients, target: float, **kw) -> float | None:
+    """The threshold whose simulated share of computed steps is closest to ``target`` (bisection);
+    None when no threshold computes that few steps (warm-up and final steps bound it)."""
+    lo, hi = 0.0, 1e-3
+    while simulate(sequences, coefficients, hi, **kw) > target and hi < 1e3:
+        hi *= 2
+    if simulate(sequences, coefficients, hi, **kw) > target + 0.02:
+        return None
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        if simulate(sequences, coefficients, mid, **kw) > target:
+            lo = mid
+        else:
+            hi = mid
+    return float(f"{hi:.4g}")
+
+
+def _decide_hook_class():
+    ModelHook = _common._hooks()[3]
+
+    class StepCacheDecideHook(ModelHook):
+        """On block 0, outside the range hook: decides before anything runs."""
+
+        _is_stateful = True
+
+        def __init__(self, state_manager, config: StepOutputCacheConfig, adapter, block, hs_arg, temb_arg):
+            super().__init__()
+            self.state_manager = state_manager
+            self.config = config
+            self.adapter, self.block = adapter, block
+            self.hs_arg, self.temb_arg = hs_arg, temb_arg
+
+        def new_forward(self, module, *args, **kwargs):
+            ctx = _common.context_of(self.state_manager)
+            st = self.state_manager.get_state()
+            cfg = self.config
+            st.step += 1
+            st.skipping = False
+            compute = True
+            if cfg.threshold > 0:
+                hs = _common.arg(args, kwargs, *self.hs_arg)
+                mod = self.adapter.modulated_input(self.block, hs, _common.arg(args, kwargs, *self.temb_arg))
+                total = getattr(ctx, "num_inference_steps", None)
+                final = total is not None and st.step >= total - cfg.final_steps
+                if (
+                    st.residual is not None
+                    and st.ref is not None
+                    and st.step >= cfg.warmup_steps
+                    and not final
+                ):
+                    st.acc += max(0.0, polyval(cfg.coefficients, _common.rel_l1(mod, st.ref)))
+                    within = cfg.max_skip_steps is None or st.consecutive < cfg.max_skip_steps
+                    compute = not (within and st.acc < cfg.threshold)
+                st.ref = mod
+            if compute:
+                st.acc, st.consecutive = 0.0, 0
+            else:
+                st.consecutive += 1
+            st.skipping = not compute
+            st.decisions.append(compute)
+            return self.fn_ref.original_forward(*args, **kwargs)
+
+        def reset_state(self, module):
+            self.state_manager.reset()
+            return module
+
+    return StepCacheDecideHook
+
+
+def calibration_for(context) -> Calibration | None:
+    """The search's calibration run (made once, shared through ``context.notes``)."""
+    if CALIBRATION_NOTE in context.notes:
+        return Calibration.from_json(context.notes[CALIBRATION_NOTE])
+    if context.pipe is None:
+        return None
+    cal = calibrate(context.pipe, context.adapter, context.workload)
+    context.notes[CALIBRATION_NOTE] = cal.to_json()
+    return cal
+
+
+@register_skill(StepOutputCacheConfig)
+class StepOutputCacheSkill(Skill):
+    name = "cache"
+    reads = frozenset({Seam.STEP_OUTPUT})
+    writes = frozenset({Seam.STEP_OUTPUT, Seam.BLOCK_OUTPUT})
+    requires = frozenset({BLOCK_RESIDUALS, STEP_MODULATION})
+    phase = 80
+
+    def apply(self, pipe, config: StepOutputCacheConfig, adapter) -> Handle:
+        blocks = list(adapter.blocks())
+        _common.refuse_if_hooked(blocks, (DECIDE_HOOK, RANGE_HOOK), config.kind)
+        StateManager = _common._hooks()[4]
+        sm = StateManager(_skip.state_class())
+        hs_arg = _skip.block_arg(adapter, "hidden_states")
+        temb_arg = _skip.block_arg(adapter, "temb")
+        hooked = _skip.install_range(blocks, 0, len(blocks) - 1, sm, RANGE_HOOK, hs_arg)
+        # Registered after the range hook, so it wraps it: the decision comes first.
+        decide = _decide_hook_class()(sm, config, adapter, blocks[0], hs_arg, temb_arg)
+        _common.register(blocks[0], decide, DECIDE_HOOK)
+        transformer = adapter.transformer
+        _common.acquire_generation_reset(transformer)
+        _common.registry(transformer).invalidate_child_registries_cache()
+
+        def revert():
+            _common.unregister(blocks[0], DECIDE_HOOK)
+            for b in hooked:
+                _common.unregister(b, RANGE_HOOK)
+            sm.reset()
+            _common.release_generation_reset(transformer)
+            _common.registry(transformer).invalidate_child_registries_cache()
+
+        handle = Handle(revert)
+        handle.state_manager = sm
+        return handle
+
+    def examples(self) -> list[TechniqueConfig]:
+        return [
+            StepOutputCacheConfig(threshold=0.3, coefficients=(0.8, 0.01)),
+            StepOutputCacheConfig(
+                threshold=0.6, coefficients=(2.0, 0.5, 0.0), max_skip_steps=2, final_steps=0
+            ),
+        ]
+
+    def search_space(self, context) -> list[TechniqueConfig]:
+        cal = calibration_for(context)
+        if cal is None:  # no pipeline to calibrate on: raw distance, TeaCache-like thresholds
+            return [StepOutputCacheConfig(threshold=t) for t in (0.1, 0.2, 0.4)]
+        coeffs = tuple(float(f"{c:.6g}") for c in cal.fit())
+        seqs = cal.sequences()
+        found = {threshold_for(seqs, coeffs, f, steps=cal.steps) for f in TARGET_COMPUTE}
+        thresholds = sorted(t for t in found if t)
+        return [StepOutputCacheConfig(threshold=t, coefficients=coeffs) for t in thresholds]
+
+    def refine(self, context, results) -> list[TechniqueConfig]:
+        return bisect_threshold(results, StepOutputCacheConfig, _common.budget_min_psnr(context.budget))
