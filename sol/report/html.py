@@ -224,7 +224,7 @@ def _profile(profile: dict[str, Any]) -> str:
         )
         if rows:
             tables.append(
-                f"<table class=\"narrow\"><thead><tr><th>{title}</th><th>ms</th><th>share</th></tr></thead>{rows}</table>"
+                f'<table class="narrow"><thead><tr><th>{title}</th><th>ms</th><th>share</th></tr></thead>{rows}</table>'
             )
     extra = {k: v for k, v in profile.items() if k not in ("stages", "op_classes")}
     extra_html = (

@@ -72,7 +72,15 @@ def test_one_broken_dimension_does_not_hide_the_others(videos, tmp_path, monkeyp
     (cache / "amt_model").mkdir(parents=True)
     (cache / "amt_model" / "amt-s.pth").write_bytes(b"not a checkpoint")
     monkeypatch.setenv("VBENCH_CACHE_DIR", str(cache))
-    result = run_vbench(videos[:1], ["motion_smoothness", "temporal_flickering"], workdir=tmp_path / "w")
+    result = run_vbench(
+        videos[:1],
+        ["motion_smoothness", "temporal_flickering"],
+        workdir=tmp_path / "w",
+        prompts=["a red square"],
+    )
     assert result["motion_smoothness"]["available"] is False
     assert result["motion_smoothness"]["reason"].startswith("failed:")
     assert "score" in result["temporal_flickering"]
+    # The prompt reached VBench (custom_input maps file name -> prompt).
+    info = (tmp_path / "w" / "vbench_out" / "temporal_flickering" / "sol_full_info.json").read_text()
+    assert "a red square" in info
