@@ -140,7 +140,7 @@ def generate_cmd(
 
     from sol.bench.runner import generate
     from sol.bench.workload import load_workload
-    from sol.video import frame_strip, write_mp4
+    from sol.quality.video import frame_strip, write_mp4
 
     if out.suffix.lower() != ".mp4":
         raise SolError(f"--out {out}: the output must be an .mp4 file path")

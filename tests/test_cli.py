@@ -72,7 +72,7 @@ def test_generate_writes_mp4_and_strip(capsys, monkeypatch, tmp_path):
     code, _, err = run_cli(["generate", "--model", "tiny-wan-random", "--workload", "smoke", "--steps", "2",
                             "--prompt", "a red circle moving right", "--out", "v.mp4"], capsys, monkeypatch)  # fmt: skip
     assert code == 0, err
-    from sol.video import read_mp4
+    from sol.quality.video import read_mp4
 
     frames = read_mp4(Path("v.mp4"))
     assert frames.shape[0] == 9 and Path("v.png").stat().st_size > 0

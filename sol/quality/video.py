@@ -108,3 +108,19 @@ def load_video(video: VideoLike) -> np.ndarray:
     if path.suffix in (".mp4", ".webm", ".mkv", ".mov", ".gif"):
         return check_video(read_mp4(path), str(path))
     raise SolError(f"{path}: unknown video format (use .npy or .mp4)")
+
+
+def frame_strip(video: np.ndarray, path: str | Path, max_frames: int = 8, scale: int = 2) -> Path:
+    """A PNG of up to ``max_frames`` evenly spaced frames side by side."""
+    from PIL import Image
+
+    frames = to_uint8(video)
+    idx = np.linspace(0, len(frames) - 1, min(max_frames, len(frames))).round().astype(int)
+    strip = np.concatenate([frames[i] for i in idx], axis=1)
+    img = Image.fromarray(strip)
+    if scale != 1:
+        img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)
+    return path

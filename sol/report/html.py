@@ -89,10 +89,11 @@ def render_html(run: dict[str, Any], out_dir: Path | None = None, *, max_video_c
         f"<title>Sol report — {escape(model)}</title><style>{_CSS}</style></head><body>",
         _header(run),
         '<nav><a href="#summary">Summary</a><a href="#profile">Profile</a><a href="#fronts">Pareto fronts</a>'
-        '<a href="#candidates">Candidates</a><a href="#videos">Videos</a><a href="#plan">Plan</a></nav>',
+        '<a href="#integrator">Integrator</a><a href="#candidates">Candidates</a><a href="#videos">Videos</a><a href="#plan">Plan</a></nav>',
         _summary(run),
         _profile(run.get("profile") or {}),
         _fronts(run.get("fronts") or {}),
+        _integrator(run),
         _candidates(run),
         _videos(run, base_dir, max_video_candidates),
         _plan(run),
@@ -265,6 +266,47 @@ def _fronts(fronts: dict[str, list[dict[str, Any]]]) -> str:
             "<th>calls</th></tr></thead>" + "".join(rows) + "</table>"
         )
         parts.append(f'<h3>{escape(skill)}</h3><div class="plot">{svg or ""}</div>{table}')
+    parts.append("</section>")
+    return "".join(parts)
+
+
+def _integrator(run: dict[str, Any]) -> str:
+    """Measured vs predicted per composition, interactions, failed skills, feedback rounds."""
+    cands = [c for c in run.get("candidates") or [] if c.get("predicted_speedup") is not None]
+    failed = run.get("failed_skills") or {}
+    log = run.get("integration_log") or []
+    feedback = run.get("feedback") or []
+    if not (cands or failed or log or feedback):
+        return ""
+    parts = ['<section id="integrator"><h2>Integrator: compositions and interactions</h2>']
+    if failed:
+        items = "".join(f"<li><b>{escape(k)}</b>: {escape(str(v))}</li>" for k, v in failed.items())
+        parts.append(f"<p>Skills that failed (the run went on without them):</p><ul>{items}</ul>")
+    if cands:
+        rows = "".join(
+            f"<tr><td><code>{escape(str(c.get('id')))}</code></td><td>{escape(str(c.get('label', '')))}</td>"
+            f'<td class="num">{fmt.speedup(c.get("speedup"))}</td>'
+            f'<td class="num">{fmt.speedup(c.get("predicted_speedup"))}</td>'
+            f'<td class="num">{fmt.db((c.get("fidelity") or {}).get("psnr"))}</td>'
+            f'<td class="num">{fmt.db(c.get("predicted_psnr"))}</td>'
+            f"<td>{escape(str(c.get('interaction') or '—'))}</td></tr>"
+            for c in cands
+        )
+        parts.append(
+            "<p>Speedups of stacked techniques do not multiply: each composition is measured end to end "
+            "and shown next to the prediction from its parts (speedups multiplied, errors added).</p>"
+            "<table><thead><tr><th>id</th><th>composition</th><th>measured</th><th>predicted</th>"
+            "<th>PSNR</th><th>predicted PSNR</th><th>interaction</th></tr></thead>" + rows + "</table>"
+        )
+    if log:
+        items = "".join(f"<li><code>{escape(str(line))}</code></li>" for line in log)
+        parts.append(f"<details><summary>integrator log ({len(log)} steps)</summary><ul>{items}</ul></details>")
+    for fb in feedback:
+        parts.append(
+            f"<p class=\"meta\">rejected {escape(str(fb.get('rejected')))} by {escape(str(fb.get('by')))} "
+            f"at {escape(str(fb.get('at')))}: feedback {escape(_compact(fb.get('feedback')))} → "
+            f"settings {escape(_compact(fb.get('settings')))}</p>"
+        )
     parts.append("</section>")
     return "".join(parts)
 
