@@ -362,6 +362,9 @@ def apply_cmd(
 def main() -> None:
     """Entry point: run the app, turning SolError into one line."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub
+    from sol.hardware import configure_cpu_threads
+
+    configure_cpu_threads()
     warnings.filterwarnings("ignore", category=FutureWarning)
     try:
         app(standalone_mode=False)

@@ -12,6 +12,12 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 warnings.filterwarnings("ignore", message=".*weights are not in this checkout.*")
 
 
+def pytest_configure(config):
+    from sol.hardware import configure_cpu_threads
+
+    configure_cpu_threads()
+
+
 @pytest.fixture(scope="session")
 def tiny():
     """A random tiny Wan pipeline (4 layers, dim 128): the fastest real WanPipeline."""

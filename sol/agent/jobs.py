@@ -35,9 +35,10 @@ def write_json(path: Path, data: Any) -> Path:
 
 def _setup(spec: dict):
     from sol.bench.workload import load_workload
-    from sol.hardware import resolve
+    from sol.hardware import configure_cpu_threads, resolve
     from sol.models import load_model
 
+    configure_cpu_threads()
     hw = resolve(spec.get("gpu", "auto"))
     loaded = load_model(
         spec["model"],

@@ -126,14 +126,15 @@ class Evaluator:
         return paths
 
     def _candidate_pipe(self, configs: list[TechniqueConfig]):
-        """The pipeline to apply ``configs`` to: the original, or a copy for irreversible skills."""
+        """The pipeline (and its adapter) to apply ``configs`` to: the original, or a copy of
+        it with its own transformer when a skill is irreversible."""
         if all(skill_for(c).reversible for c in configs):
-            return self.pipe, False
+            return self.pipe, self.adapter, False
         components = dict(self.pipe.components)
         components["transformer"] = copy.deepcopy(self.pipe.transformer)
         clone = type(self.pipe)(**components)
         clone.set_progress_bar_config(disable=True)
-        return clone, True
+        return clone, type(self.adapter)(clone.transformer), True
 
     def evaluate(self, configs: list[TechniqueConfig], *, tag: str | None = None) -> CandidateResult:
         t_start = time.perf_counter()
@@ -150,13 +151,13 @@ class Evaluator:
         applied = None
         try:
             configs = compose(configs, self.adapter)
-            pipe, copied = self._candidate_pipe(configs)
+            pipe, adapter, copied = self._candidate_pipe(configs)
             # Generous: it stops pathological candidates, not slightly slow ones on a busy machine.
             limit = max(30.0, self.time_limit_factor * self.baseline_timing.median_s)
-            applied = apply_all(pipe, configs, self.adapter)
+            applied = apply_all(pipe, configs, adapter)
             with (
                 torch.no_grad(),
-                count_calls(self.adapter if not copied else type(self.adapter)(pipe.transformer)) as c,
+                count_calls(adapter) as c,
             ):
                 outputs = generate(pipe, self.workload, time_limit_s=limit)
             result.calls = dict(c)

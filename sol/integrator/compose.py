@@ -23,6 +23,7 @@ from sol.skills.base import compose, config_from_dict
 # speedups (or whose PSNR falls this many dB below the predicted one) is flagged.
 SPEEDUP_SHORTFALL = 0.85
 PSNR_SHORTFALL_DB = 2.0
+MIN_GAIN = 1.02  # speedups below this are timing noise, not gains
 
 
 @dataclass
@@ -113,8 +114,9 @@ class Integrator:
         exclude: tuple[str, ...] = (),
         progress=None,
     ):
+        # A point that is not faster than the baseline has nothing to add to a stack.
         self.fronts = {
-            fam: [r for r in pareto_front(rs) if r.psnr >= min_psnr]
+            fam: [r for r in pareto_front(rs) if r.psnr >= min_psnr and (r.speedup or 0) > MIN_GAIN]
             for fam, rs in fronts.items()
             if fam not in exclude
         }

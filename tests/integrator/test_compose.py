@@ -1,0 +1,53 @@
+"""The integrator on real skills and the tiny Wan: compositions are measured, not multiplied."""
+
+from __future__ import annotations
+
+import math
+
+from sol.bench.evaluate import CandidateResult, Evaluator
+from sol.integrator.compose import Integrator, Part, predict
+from sol.integrator.pareto import pareto_front
+from sol.skills.cache.block_residual import BlockResidualCacheConfig
+from sol.skills.quantization.config import QuantizeLinear
+
+
+def _result(label, speedup, psnr, ok=True):
+    return CandidateResult(
+        label=label, techniques=[], workload="w", ok=ok, speedup=speedup, fidelity={"psnr": psnr}
+    )
+
+
+def test_predict_multiplies_speedups_and_adds_errors():
+    s, q = predict([Part("a", _result("a", 2.0, 40.0)), Part("b", _result("b", 1.5, 40.0))])
+    assert math.isclose(s, 3.0)
+    assert math.isclose(q, 40.0 - 10 * math.log10(2), rel_tol=1e-9)
+    assert predict([Part("a", _result("a", 1.2, math.inf))])[1] == math.inf
+
+
+def test_pareto_front_keeps_undominated_fastest_first():
+    rs = [
+        _result("a", 2.0, 30),
+        _result("b", 1.5, 35),
+        _result("c", 1.4, 33),
+        _result("d", 3.0, 20, ok=False),
+    ]
+    assert [r.label for r in pareto_front(rs)] == ["a", "b"]
+
+
+def test_compositions_are_measured_on_a_copy_with_every_technique_active(tiny, tiny_workload):
+    ev = Evaluator(tiny, tiny_workload, repeats=1, warmup=0)
+    cache = ev.evaluate([BlockResidualCacheConfig(threshold=0.3, leading_blocks=1, warmup_steps=1)])
+    quant = ev.evaluate([QuantizeLinear(scheme="int8_dynamic")])
+    assert cache.ok and quant.ok, (cache.reason, quant.reason)
+    for r in (cache, quant):
+        r.speedup = 1.5  # pretend both are gains so the integrator stacks them; timing is not under test
+        r.fidelity["psnr"] = 60.0
+    integ = Integrator({"cache": [cache], "quantization": [quant]}, ev, min_psnr=0.0, max_evals=3).run()
+    stacked = [c for c in integ.compositions if len(c.families) == 2]
+    assert stacked, integ.log
+    comp = stacked[0]
+    assert comp.result.ok, comp.result.reason
+    assert comp.predicted_speedup > 2.0  # 1.5 x 1.5
+    # The cache still skips blocks on the quantized copy (both techniques are active).
+    assert comp.result.calls["blocks"] < comp.result.baseline_calls["blocks"]
+    assert comp.result.calls["blocks"] == cache.calls["blocks"]
