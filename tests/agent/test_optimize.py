@@ -45,7 +45,7 @@ def _start(tmp_path, workload, **kw):
 
 
 def _sol(*args, cwd, timeout=600):
-    env = {**os.environ, "SOL_USER": "tester"}
+    env = {**os.environ, "SOL_USER": "tester", "COLUMNS": "300"}
     return subprocess.run([*SOL, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
