@@ -134,16 +134,9 @@ def generate_cmd(
     force: Annotated[bool, typer.Option("--force", help="apply a plan made for another model")] = False,
 ) -> None:
     """Generate one video (sizes default to the workload's), optionally with a plan applied."""
-    import time
-
-    import torch
-
-    from sol.bench.runner import generate
     from sol.bench.workload import load_workload
-    from sol.quality.video import frame_strip, write_mp4
 
-    if out.suffix.lower() != ".mp4":
-        raise SolError(f"--out {out}: the output must be an .mp4 file path")
+    _check_mp4(out)
     wl = load_workload(
         workload,
         prompts=[prompt],
@@ -155,15 +148,29 @@ def generate_cmd(
         guidance_scale=guidance,
     )
     loaded, _ = _load(model, gpu, layers, allow_pickle)
+    _generate_video(loaded, wl, out, plan, force)
+
+
+def _check_mp4(out: Path) -> None:
+    if out.suffix.lower() != ".mp4":
+        raise SolError(f"--out {out}: the output must be an .mp4 file path")
+
+
+def _generate_video(loaded, wl, out: Path, plan, force: bool) -> None:
+    import time
+
+    import torch
+
+    from sol.bench.runner import generate
+    from sol.quality.video import frame_strip, write_mp4
+
     handle = None
     if plan is not None:
         from sol.runtime import apply_plan
 
         handle = apply_plan(loaded.pipe, plan, force=force)
-        console.print(f"applied plan {plan} ({len(handle.plan.techniques)} techniques)")
-    steps_bar = wl.num_inference_steps
-    with progress_bar("denoising", total=steps_bar) as tick:
-        loaded.pipe.set_progress_bar_config(disable=True)
+        console.print(f"applied plan ({len(handle.plan.techniques)} techniques)")
+    with progress_bar("denoising", total=wl.num_inference_steps) as tick:
         t0 = time.perf_counter()
         with torch.no_grad():
             video = generate(loaded.pipe, wl, step_callback=tick)[0]
@@ -349,14 +356,16 @@ def apply_cmd(
     gpu: GpuOpt = "auto",
     force: Annotated[bool, typer.Option("--force")] = False,
 ) -> None:
-    """Re-apply a plan in a fresh process and generate with it."""
+    """Re-apply a plan in a fresh process and generate at the plan's workload sizes."""
     from sol.plan import load_plan
 
+    _check_mp4(out)
     p = load_plan(plan)
-    wl = p.workload.name if p.workload else "default"
-    generate_cmd(prompt=prompt, out=out, model=model or p.model.name, plan=plan, gpu=gpu, workload=wl,
-                 frames=None, height=None, width=None, steps=None, guidance=None, seed=0, layers=None,
-                 allow_pickle=False, force=force)  # fmt: skip
+    if p.workload is None:
+        raise SolError(f"{plan} records no workload; use `sol generate --plan {plan}` with explicit sizes")
+    wl = p.workload.model_copy(update={"prompts": [prompt], "seeds": [0]})
+    loaded, _ = _load(model or p.model.name, gpu)
+    _generate_video(loaded, wl, out, p, force)
 
 
 def main() -> None:

@@ -67,6 +67,10 @@ def test_pause_at_approval_then_approve_from_another_process(tmp_path, workload)
     runs = _sol("runs", "--runs-dir", str(tmp_path / "runs"), cwd=tmp_path)
     assert out.run_dir.name in runs.stdout and "done" in runs.stdout
 
+    p = _sol("apply", str(out.run_dir / "plan.json"), "--prompt", "a red circle moving right", "--out", "a.mp4",
+             cwd=tmp_path)  # fmt: skip
+    assert p.returncode == 0 and (tmp_path / "a.mp4").stat().st_size > 0, p.stderr[-2000:]
+
     # The plan re-applies in a fresh process and reproduces the measured outputs.
     check = f"""
 import numpy as np, sol, torch, json
