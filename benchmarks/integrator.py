@@ -17,6 +17,19 @@ from pathlib import Path
 
 import torch
 
+# Hand-made stacks as people compose them today: a documented cache setting plus
+# quantization of every linear layer (and the lossless text K/V reuse).
+HAND_MADE = {
+    "hand-made: FirstBlockCache 0.1 + int8 all linears": [
+        {"kind": "cache.diffusers_fbc", "threshold": 0.1},
+        {"kind": "quantization.linear", "scheme": "int8_dynamic"},
+    ],
+    "hand-made: text K/V + FirstBlockCache 0.1": [
+        {"kind": "cache.text_kv"},
+        {"kind": "cache.diffusers_fbc", "threshold": 0.1},
+    ],
+}
+
 
 def best_single(run_dir: Path, min_psnr: float) -> tuple[str, list[dict]] | None:
     best = None
@@ -41,6 +54,9 @@ def main() -> None:
     args = ap.parse_args()
 
     from sol.agent import driver
+    from sol.hardware import configure_cpu_threads
+
+    configure_cpu_threads()
     from sol.bench.evaluate import Evaluator
     from sol.models import load_model
     from sol.plan import load_plan
@@ -61,9 +77,10 @@ def main() -> None:
     wl = load_workload(spec["workload"])
     ev = Evaluator(loaded, wl, repeats=args.repeats, warmup=1)
     rows = []
-    stacks = [("approved composition", plan.techniques)]
+    stacks = [(name, [config_from_dict(t) for t in ts]) for name, ts in HAND_MADE.items()]
     if single:
-        stacks.insert(0, (f"best single skill: {single[0]}", [config_from_dict(t) for t in single[1]]))
+        stacks.append((f"best single skill: {single[0]}", [config_from_dict(t) for t in single[1]]))
+    stacks.append(("approved composition", list(plan.techniques)))
     with torch.no_grad():
         for name, configs in stacks:
             r = ev.evaluate(list(configs))
