@@ -31,6 +31,14 @@ class TestQuantizationContract(SkillContract):
     kinds = ("quantization.linear",)
 
 
+@pytest.fixture(scope="module")
+def ev(tiny, tiny_workload, tmp_path_factory):
+    """One untimed evaluator for the module (its baseline runs once); outputs saved for comparison."""
+    return Evaluator(
+        tiny, tiny_workload, repeats=1, warmup=0, timing=False, output_dir=tmp_path_factory.mktemp("ev")
+    )
+
+
 def _state(module: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in module.state_dict().items()}
 
@@ -124,6 +132,18 @@ def test_schemes_say_why_they_cannot_run():
     assert why is None or "sol[gpu]" in why
 
 
+def test_int8_dynamic_in_a_bfloat16_model_casts_around_the_int8_layer():
+    torch.manual_seed(0)
+    lin = nn.Linear(64, 32).to(torch.bfloat16)
+    q = SCHEMES["int8_dynamic"].convert(lin)
+    x = torch.randn(3, 64, dtype=torch.bfloat16)
+    with torch.no_grad():
+        ref, out = lin(x).float(), q(x)
+    assert out.dtype == torch.bfloat16
+    assert float((out.float() - ref).norm() / ref.norm()) < 0.05
+    assert isinstance(lin, nn.Linear) and lin.weight.dtype == torch.bfloat16  # the original is untouched
+
+
 def test_gpu_only_scheme_on_cpu_is_a_clear_error_and_changes_nothing(tiny):
     pipe = _clone_pipe(tiny.pipe)
     before = _state(pipe.transformer)
@@ -135,8 +155,7 @@ def test_gpu_only_scheme_on_cpu_is_a_clear_error_and_changes_nothing(tiny):
     assert all(isinstance(m, nn.Linear) for m in tiny.adapter.linear_layers().values())
 
 
-def test_gpu_only_scheme_is_a_failed_candidate_not_a_crash(tiny, tiny_workload):
-    ev = Evaluator(tiny, tiny_workload, repeats=1, warmup=0, timing=False)
+def test_gpu_only_scheme_is_a_failed_candidate_not_a_crash(ev):
     res = ev.evaluate([QuantizeLinear(scheme="bnb_nf4")])
     assert not res.ok and "bnb_nf4" in res.reason and "CUDA" in res.reason
 
@@ -166,17 +185,18 @@ def test_apply_swaps_only_the_selected_layers(tiny):
 # --- irreversible: the evaluator's copy, and the plan in a fresh process -------------------------
 
 
-def test_evaluator_never_touches_the_original_weights(tiny, tiny_workload):
+def test_evaluator_never_touches_the_original_weights(tiny, tiny_workload, ev):
     before = _state(tiny.pipe.transformer)
-    ev = Evaluator(tiny, tiny_workload, repeats=1, warmup=0, timing=False)
     base = ev.baseline_outputs
     results = [ev.evaluate([c]) for c in skill_for(QuantizeLinear(scheme="int8_dynamic")).examples()]
     assert all(r.ok for r in results), [r.reason for r in results]
     assert all(r.psnr < math.inf for r in results)  # it really quantized something
     assert _same_state(before, _state(tiny.pipe.transformer))
     assert not hasattr(tiny.pipe.transformer, "_sol_quantization")
+    from sol.bench.runner import generate
+
     with torch.no_grad():
-        again = Evaluator(tiny, tiny_workload, repeats=1, warmup=0, timing=False).baseline_outputs
+        again = generate(tiny.pipe, tiny_workload)
     assert all(np.array_equal(a, b) for a, b in zip(base, again, strict=True))
 
 
@@ -198,12 +218,11 @@ REAPPLY = textwrap.dedent(
 )
 
 
-def test_plan_reapplied_in_a_fresh_process_gives_the_measured_outputs(tiny, tiny_workload, tmp_path):
+def test_plan_reapplied_in_a_fresh_process_gives_the_measured_outputs(tiny, tiny_workload, ev, tmp_path):
     from sol.hardware import detect
     from sol.plan import HardwareRef, ModelRef, Plan
 
     cfg = skill_for(QuantizeLinear(scheme="int8_dynamic")).examples()[1]
-    ev = Evaluator(tiny, tiny_workload, repeats=1, warmup=0, timing=False, output_dir=tmp_path / "ev")
     res = ev.evaluate([cfg])
     assert res.ok, res.reason
     fp = tiny.fingerprint
@@ -241,13 +260,19 @@ def test_plan_reapplied_in_a_fresh_process_gives_the_measured_outputs(tiny, tiny
 def test_scan_ranks_groups_and_leaves_the_model_as_it_was(tiny, tiny_workload):
     before = _state(tiny.pipe.transformer)
     calib = sens.capture(tiny.pipe, tiny.adapter, tiny_workload, max_calls=2)
-    report = sens.scan(tiny.adapter, calib, SCHEMES["int8_dynamic"], timing_repeats=1)
+    report = sens.scan(tiny.adapter, calib, SCHEMES["int8_dynamic"], timing_repeats=1, split_top=1)
     assert _same_state(before, _state(tiny.pipe.transformer))
     assert all(isinstance(m, nn.Linear) for m in tiny.adapter.linear_layers().values())
     n_blocks = len(tiny.adapter.blocks())
-    assert {g.group for g in report.groups} == {
-        f"blocks.{i}.{c}" for i in range(n_blocks) for c in ("attn1", "attn2", "ffn")
-    }
+    group_scan = report.extra["group_scan"]
+    assert set(group_scan) == {f"blocks.{i}.{c}" for i in range(n_blocks) for c in ("attn1", "attn2", "ffn")}
+    # The group that drifts most is re-scanned layer by layer; units still partition the linears.
+    (split,) = report.extra["split"]
+    assert group_scan[split] == max(group_scan.values())
+    units = {g.group for g in report.groups}
+    assert split not in units and {n for n in units if n.startswith(split + ".")}
+    layers = [n for g in report.groups for n in g.layers]
+    assert sorted(layers) == sorted(tiny.adapter.linear_layers())
     assert all(g.rel_err > 0 for g in report.groups) and report.all_rel_err > 0
     assert set(report.layers) == set(tiny.adapter.linear_layers())
     # Quadrature: every group's drift together predicts the measured all-quantized drift roughly.
@@ -308,9 +333,9 @@ def test_search_reports_front_evidence_and_unavailable_schemes(tiny, tiny_worklo
     from sol.integrator.skill_search import search_skill
 
     ctx = SearchContext(tiny.adapter, CPU, tiny_workload, budget={"min_psnr": 30.0})
-    ctx.notes[NOTES_KEY] = {"calibration_calls": 2, "timing_repeats": 1}
-    ev = Evaluator(tiny, tiny_workload, repeats=1, warmup=0)
-    front = search_skill("quantization", ctx, ev, ev, top_k=2)
+    ctx.notes[NOTES_KEY] = {"calibration_calls": 2, "timing_repeats": 1, "top_k_groups": [1]}
+    timed = Evaluator(tiny, tiny_workload, repeats=1, warmup=0)
+    front = search_skill("quantization", ctx, timed, timed, top_k=2)
     assert front.screened and all(r.ok for r in front.screened), [r.reason for r in front.screened]
     assert front.front
     for scheme in ("torchao_fp8", "torchao_int8", "bnb_int8", "bnb_nf4"):

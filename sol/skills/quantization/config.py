@@ -27,7 +27,7 @@ from sol.skills.base import TechniqueConfig
 # one does and where it runs lives in schemes.py; the names are part of the plan format.
 SchemeName = Literal[
     "none",
-    "int8_dynamic",  # CPU (x86/ARM): torch.ao dynamic int8, per-channel weights
+    "int8_dynamic",  # CPU (x86): torch.ao dynamic int8, per-channel weights
     "torchao_fp8",  # CUDA cc >= 8.9: float8 e4m3 dynamic activations + weights, per row
     "torchao_int8",  # CUDA: int8 dynamic activations + int8 weights
     "torchao_int8_weight_only",  # CUDA: int8 weights, activations in the model dtype (memory)

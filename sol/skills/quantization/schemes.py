@@ -8,7 +8,7 @@ without them.
 
 | scheme | hardware | what |
 |---|---|---|
-| ``int8_dynamic`` | CPU | torch.ao dynamic int8: per-channel int8 weights, activations quantized per call (fbgemm/onednn on x86, qnnpack on ARM) |
+| ``int8_dynamic`` | CPU (x86) | torch.ao dynamic int8: per-channel int8 weights, activations quantized per call (fbgemm) |
 | ``torchao_fp8`` | CUDA, cc >= 8.9 | float8 e4m3 activations and weights, per-row scales |
 | ``torchao_int8`` | CUDA | int8 dynamic activations + int8 weights |
 | ``torchao_int8_weight_only`` | CUDA | int8 weights, compute in the model dtype (memory) |
@@ -28,6 +28,7 @@ from torch import nn
 from sol.errors import SolError
 
 GPU_EXTRA = "pip install 'sol[gpu]'"
+X86_ENGINES = ("x86", "fbgemm")
 
 
 class Scheme:
@@ -69,7 +70,7 @@ class _FloatIO(nn.Module):
 
 
 class Int8Dynamic(Scheme):
-    """torch.ao dynamic int8 linear: int8 x int8 -> int32 GEMM, activations quantized per call.
+    """torch.ao dynamic int8 linear (fbgemm): int8 x int8 -> int32 GEMM, activations quantized per call.
 
     Per-channel weight scales cost nothing in speed here (measured on 1536x8960 at 512
     tokens: 5.5x vs 6.0x per-tensor, noise) and follow real weights' per-row ranges.
@@ -84,9 +85,10 @@ class Int8Dynamic(Scheme):
                 f"runs on the CPU only, and this pipeline runs on {hardware.kind} ({hardware.name});"
                 " use torchao_fp8 or torchao_int8 on a GPU"
             )
-        engines = set(torch.backends.quantized.supported_engines) - {"none"}
-        if not engines or not hasattr(torch.ops.quantized, "linear_dynamic"):
-            return "this torch build has no quantized CPU engine (fbgemm/onednn/qnnpack)"
+        engine = torch.backends.quantized.engine
+        if engine not in X86_ENGINES or not hasattr(torch.ops.quantized, "linear_dynamic"):
+            # qnnpack (ARM) lacks per-channel dynamic linear in some builds; untested, so not offered.
+            return f"needs torch's x86 quantized engine (fbgemm/x86); this torch uses {engine!r}"
         return None
 
     def convert(self, linear: nn.Linear, *, inplace: bool = False) -> nn.Module:

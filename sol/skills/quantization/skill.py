@@ -11,9 +11,18 @@ The search (``search_space`` then ``refine``) on one hardware:
    ``torchao_fp8`` on cc >= 8.9, else ``torchao_int8``); the others are reported unavailable;
 2. scan: per-group sensitivity and per-layer speed (:mod:`.sensitivity`);
 3. candidates: ``uniform`` (every linear), ``fast`` (only layers faster quantized), and
-   ``fast`` minus the top-k groups in the ranked order for a few k;
+   ``fast`` minus the top-k units (groups, or layers of split groups) of the ranking (drift²
+   per second saved) for k = 1, 2, n/2 and the longest prefixes that give up at most 1% and
+   5% of the time saving;
 4. refine: fit the offset between predicted transformer-output SNR and screened video PSNR,
    and add the mix predicted to just meet ``min_psnr`` (and one more conservative).
+
+Knobs a caller may set in ``context.notes["quantization"]`` before the search:
+``calibration_calls`` (4), ``timing_repeats`` (5), ``granularity`` ("group" | "layer"),
+``split_top`` (2: the most drifting groups re-scanned per layer), ``top_k_groups`` (list of
+k, replacing the default ones). The scan's evidence is written there
+too (``report``, ``candidates``, ``predicted_rel_err``, ``refine``) and lands in
+``SkillFront.notes``.
 """
 
 from __future__ import annotations
@@ -30,6 +39,8 @@ from sol.skills.quantization.config import KIND, REGEX_PREFIX, QuantizeLinear, Q
 
 NOTES_KEY = "quantization"  # context.notes[NOTES_KEY]: the scan's evidence (small JSON)
 DEFAULT_MIN_PSNR = 30.0
+# Candidate mixes that give up at most these shares of the scheme's time saving (see _cheap_prefix).
+CHEAP_SHARES = (0.01, 0.05)
 APPLIED_ATTR = "_sol_quantization"  # set on a quantized transformer: refuses a second apply
 
 
@@ -150,6 +161,7 @@ class QuantizationSkill(Skill):
             scheme,
             granularity=notes.get("granularity", "group"),
             timing_repeats=int(notes.get("timing_repeats", 5)),
+            split_top=int(notes.get("split_top", 2)),
         )
         notes["report"] = report.to_json()
         return report
@@ -168,7 +180,7 @@ class QuantizationSkill(Skill):
         out["fast"] = fast
         n = len(ranked)
         if ks is None:
-            ks = sorted({1, 2, max(1, n // 4), max(1, n // 2)})
+            ks = sorted({1, 2, max(1, n // 2)} | {_cheap_prefix(ranked, share) for share in CHEAP_SHARES})
         for k in ks:
             if 0 < k < n:
                 out[f"fast-top{k}"] = _mix(scheme, [g.pattern for g in ranked[:k]], slow, report)
@@ -176,8 +188,8 @@ class QuantizationSkill(Skill):
 
     def search_space(self, context: SearchContext) -> list[QuantizeLinear]:
         report = self.scan(context)
-        cands = self.candidates(report)
         notes = context.notes[NOTES_KEY]
+        cands = self.candidates(report, notes.get("top_k_groups"))
         notes["candidates"] = {label: c.model_dump(mode="json") for label, c in cands.items()}
         notes["predicted_rel_err"] = {label: _predicted(report, c) for label, c in cands.items()}
         return list(cands.values())
@@ -216,6 +228,21 @@ class QuantizationSkill(Skill):
                     break
         notes["refine"] = {"psnr_offset_db": offset, "min_psnr": min_psnr, "added": len(want)}
         return want
+
+
+def _cheap_prefix(ranked: list, share: float) -> int:
+    """The longest prefix of the ranking whose layers give at most ``share`` of the total saving.
+
+    Keeping those in full precision costs at most ``share`` of the speedup the scheme can bring
+    (e.g. Wan's text K/V projections: 16 tokens, drift like a 576-token layer, ~0.1% of the time).
+    """
+    total = sum(g.saved_s for g in ranked)
+    k, kept = 0, 0.0
+    for g in ranked:
+        if kept + g.saved_s > share * total:
+            break
+        k, kept = k + 1, kept + g.saved_s
+    return k
 
 
 def _mix(scheme: str, kept_groups: list[str], kept_layers: list[str], report) -> QuantizeLinear:
