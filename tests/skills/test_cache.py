@@ -165,10 +165,47 @@ def test_step_output_final_steps_and_skip_cap(tiny, tiny_workload):
     assert steps == 4 and calls["blocks"] == 2 * 3 * n
 
 
+def test_linear_reuse_extrapolates_only_on_cached_steps(tiny, tiny_workload):
+    base = _run(tiny.pipe, tiny_workload)
+    zero, _ = _with(tiny, [StepOutputCacheConfig(threshold=0.0, reuse="linear")], tiny_workload)
+    assert _same(zero, base)
+    # Compute 0, 1, 2 then skip 3: "linear" extrapolates from steps 1 and 2, "last" reuses step 2.
+    kw = dict(threshold=10.0, coefficients=(1.0, 0.0), warmup_steps=3, final_steps=0)
+    last, c_last = _with(tiny, [StepOutputCacheConfig(**kw, reuse="last")], tiny_workload)
+    lin, c_lin = _with(tiny, [StepOutputCacheConfig(**kw, reuse="linear")], tiny_workload)
+    n = len(tiny.adapter.blocks())
+    assert c_last["blocks"] == c_lin["blocks"] == 2 * 3 * n
+    assert not _same(last, lin)
+    err = lambda v: float(np.mean((v[0] - base[0]) ** 2))  # noqa: E731
+    assert np.isfinite(err(lin)) and err(lin) > 0
+
+
+def test_calibration_fit_is_increasing_and_positive_over_the_observed_range():
+    x = [0.03, 0.04, 0.05, 0.08, 0.1, 0.15]
+    y = [0.07, 0.07, 0.09, 0.12, 0.16, 0.25]
+    cal = calibration_module.Calibration(
+        7,
+        {
+            "cond/0": [
+                {"t": i + 1, "x": a, "y": b, "mag": 1.0} for i, (a, b) in enumerate(zip(x, y, strict=True))
+            ]
+        },
+    )
+    coeffs = cal.fit()
+    assert len(coeffs) >= 2  # not the constant fallback: this data supports a slope
+    grid = np.linspace(0.03, 0.3, 50)
+    vals = np.polyval(coeffs, grid)
+    assert (vals > 0).all() and (np.diff(vals) >= -1e-12).all()
+    flat = calibration_module.Calibration(
+        3, {"c": [{"t": 1, "x": 0.1, "y": 0.2, "mag": 1.0}, {"t": 2, "x": 0.2, "y": 0.1, "mag": 1.0}]}
+    )
+    assert flat.fit() == (pytest.approx(0.15),)  # decreasing data: a constant (fixed-interval caching)
+
+
 def test_every_generation_starts_fresh_even_after_an_interrupted_one(tiny, tiny_workload):
     configs = [
         [BlockResidualCacheConfig(threshold=0.3)],
-        [StepOutputCacheConfig(threshold=0.5, coefficients=(1.0, 0.0))],
+        [StepOutputCacheConfig(threshold=0.5, coefficients=(1.0, 0.0), reuse="linear")],
         [DiffusersFirstBlockCacheConfig(threshold=0.3), TextKVCacheConfig()],
         [DiffusersMagCacheConfig(mag_ratios=(1.0, 1.0, 1.0, 1.0), threshold=0.5, retention_ratio=0.0)],
         [DiffusersTaylorSeerConfig(cache_interval=2, disable_cache_before_step=1)],

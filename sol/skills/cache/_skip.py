@@ -8,7 +8,10 @@ makes in its own hook before the range starts and writes to the shared per-conte
 Hook roles on the blocks of the range (diffusers ``ModelHook``s, state per cache context so
 classifier-free guidance's cond and uncond calls never share a residual):
 
-- start: skipping -> return ``input + residual`` (the whole range's output, at once);
+- start: skipping -> return ``input + residual`` (the whole range's output, at once), where
+  the residual is the last computed one, or (``extrapolate``) its first-order extrapolation
+  from the last two computed steps, ``r1 + (r1 - r0) * (t - t1) / (t1 - t0)`` — TaylorSeer's
+  first order, applied to the residual of the whole range while the input stays exact;
   computing -> remember the range input;
 - middle: skipping -> return the input unchanged (the start already added the residual);
 - end: computing -> store ``out - range input`` as the residual.
@@ -33,6 +36,9 @@ def state_class():
             self.skipping = False
             self.range_input = None
             self.residual = None
+            self.residual_step = None
+            self.prev_residual = None  # the computed residual before ``residual`` (extrapolation)
+            self.prev_residual_step = None
             self.ref = None  # the decision's reference signal (previous modulated input / Fn residual)
             self.acc = 0.0  # accumulated distance since the last computed step
             self.consecutive = 0  # cached steps in a row
@@ -48,23 +54,31 @@ def range_hook_class():
     class RangeHook(ModelHook):
         _is_stateful = True
 
-        def __init__(self, state_manager, start: bool, end: bool, hs_arg: tuple[str, int]):
+        def __init__(self, state_manager, start: bool, end: bool, hs_arg: tuple[str, int], extrapolate=False):
             super().__init__()
             self.state_manager = state_manager
             self.start, self.end = start, end
             self.hs_arg = hs_arg
+            self.extrapolate = extrapolate
 
         def new_forward(self, module, *args, **kwargs):
             _common.context_of(self.state_manager)
             st = self.state_manager.get_state()
             hs = _common.arg(args, kwargs, *self.hs_arg)
             if st.skipping:
-                return hs + st.residual if self.start else hs
+                if not self.start:
+                    return hs
+                if self.extrapolate and st.prev_residual is not None:
+                    slope = (st.step - st.residual_step) / (st.residual_step - st.prev_residual_step)
+                    return hs + (st.residual + (st.residual - st.prev_residual) * slope)
+                return hs + st.residual
             if self.start:
                 st.range_input = hs
             out = self.fn_ref.original_forward(*args, **kwargs)
             if self.end:
-                st.residual = out - st.range_input
+                if self.extrapolate and st.residual is not None and st.residual_step != st.step:
+                    st.prev_residual, st.prev_residual_step = st.residual, st.residual_step
+                st.residual, st.residual_step = out - st.range_input, st.step
                 st.range_input = None
             return out
 
@@ -75,12 +89,15 @@ def range_hook_class():
     return RangeHook
 
 
-def install_range(blocks, start: int, end: int, state_manager, hook_name: str, hs_arg) -> list:
+def install_range(
+    blocks, start: int, end: int, state_manager, hook_name: str, hs_arg, extrapolate=False
+) -> list:
     """Register the range hooks on ``blocks[start..end]``; returns the hooked blocks."""
     cls = range_hook_class()
     hooked = []
     for i in range(start, end + 1):
-        _common.register(blocks[i], cls(state_manager, i == start, i == end, hs_arg), hook_name)
+        hook = cls(state_manager, i == start, i == end, hs_arg, extrapolate)
+        _common.register(blocks[i], hook, hook_name)
         hooked.append(blocks[i])
     return hooked
 

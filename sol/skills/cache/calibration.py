@@ -46,20 +46,21 @@ class Calibration:
     def fit(self, degree: int = 2) -> tuple[float, ...]:
         """Coefficients (highest power first, ``np.polyval`` order) of ``y ≈ poly(x)``.
 
-        A rescaling must grow with the input change and never go negative, or a cache that
-        sees a large change would skip anyway (TeaCache's degree-4 fits on ~50 points swing
-        outside the observed range). So the highest degree up to ``degree`` whose polynomial
-        is non-decreasing and non-negative on ``[0, 2 * max(x)]`` is kept; failing all, the
-        mean change per step (a constant: fixed-interval caching).
+        A rescaling must grow with the input change and stay positive, or a cache that sees a
+        large change would skip anyway (TeaCache's degree-4 fits on ~50 points swing outside
+        the observed range). So the highest degree up to ``degree`` whose polynomial is
+        non-decreasing and positive from the smallest observed change to twice the largest is
+        kept (below the observed range the cache clamps at 0); failing all, the mean change
+        per step (a constant: fixed-interval caching).
         """
         x, y = self.points()
         if len(x) == 0:
             return (1.0, 0.0)
-        grid = np.linspace(0.0, 2.0 * float(x.max()) + 1e-9, 200)
+        grid = np.linspace(float(x.min()), 2.0 * float(x.max()) + 1e-9, 200)
         for d in range(max(1, min(degree, len(x) - 1)), 0, -1):
             coeffs = np.polyfit(x, y, d)
             vals = np.polyval(coeffs, grid)
-            if vals.min() >= 0.0 and np.all(np.diff(vals) >= -1e-12):
+            if vals.min() > 0.0 and np.all(np.diff(vals) >= -1e-12):
                 return tuple(float(c) for c in coeffs)
         return (float(max(y.mean(), 1e-6)),)
 

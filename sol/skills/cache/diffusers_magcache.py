@@ -127,7 +127,9 @@ class DiffusersMagCacheSkill(Skill):
             for k, keep in ((DOCUMENTED["max_skip_steps"], DOCUMENTED["retention_ratio"]), (5, 0.1)):
                 t = threshold_for(ratios, f, k, keep)
                 if t:
-                    c = DiffusersMagCacheConfig(mag_ratios=ratios, threshold=t, max_skip_steps=k, retention_ratio=keep)
+                    c = DiffusersMagCacheConfig(
+                        mag_ratios=ratios, threshold=t, max_skip_steps=k, retention_ratio=keep
+                    )
                     if c not in out:
                         out.append(c)
                     break
