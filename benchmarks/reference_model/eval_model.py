@@ -12,14 +12,27 @@ import argparse
 import json
 from collections import defaultdict
 
-from sol.models.reference_data import HELD_OUT, TRAIN_COMBOS, caption_for, check_video, generate
+from sol.models.reference_data import (
+    COLOURS,
+    HELD_OUT,
+    MOTIONS,
+    SHAPES,
+    TRAIN_COMBOS,
+    caption_for,
+    check_video,
+    generate,
+)
 
 
 def eval_prompts(n_trained: int | None = None) -> dict[str, list[str]]:
+    """All held-out prompts, and as many trained ones cycling through motions, colours and shapes."""
     held = [caption_for(*c) for c in sorted(HELD_OUT)]
-    n = n_trained or len(held)
-    step = max(1, len(TRAIN_COMBOS) // n)
-    trained = [caption_for(*c) for c in TRAIN_COMBOS[::step][:n]]
+    train = set(TRAIN_COMBOS)
+    colours, trained = list(COLOURS), []
+    for i in range(n_trained or len(held)):
+        c, m = colours[i % len(colours)], MOTIONS[i % len(MOTIONS)]
+        s = next(s for k in range(len(SHAPES)) if (c, s := SHAPES[(i + k) % len(SHAPES)], m) in train)
+        trained.append(caption_for(c, s, m))
     return {"trained": trained, "held_out": held}
 
 

@@ -142,12 +142,15 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=25)
     ap.add_argument("--cfg", type=float, default=5.0)
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument(
         "--op-profile", action="store_true", help="also profile one transformer forward by op class"
     )
     ap.add_argument("--vae", default="{}", help="JSON overrides of arch.VAE_CONFIG")
     ap.add_argument("--transformer", default="{}", help="JSON overrides of arch.TRANSFORMER_CONFIG")
     args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     from benchmarks.reference_model import arch
 
@@ -167,6 +170,7 @@ def main(argv=None):
     res = time_generation(
         pipe, args.frames, args.size, args.size, args.steps, args.cfg, arch.MAX_SEQUENCE_LENGTH, args.repeats
     )
+    res["threads"] = torch.get_num_threads()
     print(json.dumps(res))
     if args.op_profile:
         print(json.dumps(op_profile(pipe.transformer, args.frames, args.size, args.size)))
