@@ -36,7 +36,7 @@ class Workload(BaseModel):
     width: int = 64
     num_inference_steps: int = 20
     guidance_scale: float = 5.0
-    max_sequence_length: int = 16
+    max_sequence_length: int = 8  # sol-tiny-wan was trained with prompts padded to 8 tokens
 
     @field_validator("num_frames")
     @classmethod

@@ -17,7 +17,7 @@ def test_shipped_workloads_load():
 
 def test_long_has_more_tokens_than_default():
     d, lg = load_workload("default"), load_workload("long")
-    assert lg.num_frames * lg.height * lg.width > 8 * d.num_frames * d.height * d.width
+    assert lg.num_frames * lg.height * lg.width > 4 * d.num_frames * d.height * d.width
 
 
 @pytest.mark.parametrize(
