@@ -23,7 +23,7 @@ from sol.skills.cache import (
 )
 from sol.skills.cache import calibration as calibration_module
 from sol.skills.cache.search import bisect_threshold
-from sol.skills.cache.step_output import CALIBRATION_NOTE, simulate, threshold_for
+from sol.skills.cache.step_output import CALIBRATION_NOTE, fixed_schedule, simulate, threshold_for
 from tests.skills.skill_mixin import SkillContract
 
 KINDS = (
@@ -238,7 +238,7 @@ def test_calibrated_coefficients_live_in_the_config_and_reapply_without_calibrat
     mags = skill_for(DiffusersMagCacheConfig(mag_ratios=(1.0, 1.0))).search_space(ctx)
     assert len(mags[0].mag_ratios) == tiny_workload.num_inference_steps
 
-    cfg = configs[-1]
+    cfg = next(c for c in configs if c.coefficients == coeffs)  # a calibrated one
     first, _ = _with(tiny, [cfg], tiny_workload)
 
     def refuse(*a, **k):
@@ -326,6 +326,22 @@ def test_refine_bisects_toward_the_psnr_floor():
     tay = [_R(DiffusersTaylorSeerConfig(cache_interval=i), q, s) for i, q, s in ((3, 35, 2.0), (5, 28, 2.8))]
     got = bisect_threshold(tay, DiffusersTaylorSeerConfig, 30.0, field="cache_interval", integer=True)
     assert [c.cache_interval for c in got] == [4]
+
+
+def test_fixed_schedule_computes_the_warmup_then_every_kth_step(tiny, tiny_workload):
+    cfg = fixed_schedule(tiny_workload.num_inference_steps, 1, 0.5)
+    assert (cfg.warmup_steps, cfg.threshold, cfg.coefficients) == (1, 1.5, (1.0,))
+    _, calls = _with(tiny, [cfg], tiny_workload)
+    # 4 steps: 0 (warm-up) computes, 1 skips, 2 computes, 3 skips — per CFG context.
+    assert calls["blocks"] == 2 * 2 * len(tiny.adapter.blocks())
+    assert fixed_schedule(25, 6, 0.42).threshold == 3.5  # 6 + 19 // 4 = 10 of 25 steps
+
+
+def test_step_output_refine_snaps_fixed_schedules_to_whole_intervals(tiny, tiny_workload):
+    mk = lambda t: StepOutputCacheConfig(threshold=t, coefficients=(1.0,), warmup_steps=6, final_steps=0)  # noqa: E731
+    ctx = SearchContext(adapter=tiny.adapter, hardware=None, workload=tiny_workload, budget={"min_psnr": 30})
+    got = skill_for(mk(1.0)).refine(ctx, [_R(mk(2.5), 35, 1.9), _R(mk(4.5), 26, 2.4)])
+    assert [c.threshold for c in got] == [3.5]
 
 
 def test_simulated_thresholds_hit_their_compute_share():
