@@ -94,14 +94,18 @@ def search_skill(
             continue
         for option, why_not in skill.unavailable_options(context.hardware).items():
             out.unavailable[f"{kind}:{option}"] = why_not
-        configs = skill.search_space(context)
         results = []
-        for c in configs:
-            results.append(screen.evaluate([c]))
-            tick(results[-1])
-        for c in skill.refine(context, results):
-            results.append(screen.evaluate([c]))
-            tick(results[-1])
+        try:
+            for c in skill.search_space(context):
+                results.append(screen.evaluate([c]))
+                tick(results[-1])
+            for c in skill.refine(context, results):
+                results.append(screen.evaluate([c]))
+                tick(results[-1])
+        except Exception as e:  # noqa: BLE001 — one technique's broken search must not sink its family
+            out.unavailable[kind] = (
+                f"search failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            )
         out.screened.extend(results)
     for r in _promising(out.screened, min_psnr, top_k):
         configs = [config_from_dict(t) for t in r.techniques]

@@ -51,3 +51,28 @@ def test_compositions_are_measured_on_a_copy_with_every_technique_active(tiny, t
     # The cache still skips blocks on the quantized copy (both techniques are active).
     assert comp.result.calls["blocks"] < comp.result.baseline_calls["blocks"]
     assert comp.result.calls["blocks"] == cache.calls["blocks"]
+
+
+def test_a_broken_technique_search_does_not_sink_its_family(tiny, tiny_workload):
+    from typing import Literal
+
+    from sol.hardware import detect
+    from sol.integrator.skill_search import search_skill
+    from sol.skills import SearchContext, Skill, TechniqueConfig, register_skill
+
+    class Broken(TechniqueConfig):
+        kind: Literal["test.broken_search"] = "test.broken_search"
+
+    @register_skill(Broken)
+    class BrokenSkill(Skill):
+        name = "test"
+
+        def search_space(self, context):
+            raise ValueError("boom")
+
+        def examples(self):
+            return [Broken()]
+
+    ev = Evaluator(tiny, tiny_workload, repeats=1, warmup=0, timing=False)
+    front = search_skill("test", SearchContext(tiny.adapter, detect(), tiny_workload), ev)
+    assert "boom" in front.unavailable["test.broken_search"]

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import math
 
+from pydantic import ValidationError
+
 from sol.skills.base import config_from_dict
 
 MIN_SPEEDUP = 1.1
@@ -74,5 +76,8 @@ def bisect_threshold(
         if v in seen or v <= 0:
             continue
         seen.add(v)
-        out.append(config_type.model_validate({**base.model_dump(), field: v}))
+        try:
+            out.append(config_type.model_validate({**base.model_dump(), field: v}))
+        except ValidationError:
+            continue  # outside the knob's range (e.g. PAB's skip range below 2): nothing to try there
     return out
