@@ -323,6 +323,12 @@ def test_refine_bisects_toward_the_psnr_floor():
     assert [c.threshold for c in bisect_threshold(below, BlockResidualCacheConfig, 30.0)] == [0.05, 0.025]
     hopeless = [_R(mk(0.1), 25, 1.0)]
     assert bisect_threshold(hopeless, BlockResidualCacheConfig, 30.0) == []
+    pab = [
+        _R(DiffusersPABConfig(spatial_skip_range=2), 25, 1.2),
+        _R(DiffusersPABConfig(spatial_skip_range=3), 24, 1.3),
+    ]
+    got = bisect_threshold(pab, DiffusersPABConfig, 30.0, field="spatial_skip_range", integer=True)
+    assert got == []  # 1 and 0 are not valid skip ranges: nothing, not a crash
     tay = [_R(DiffusersTaylorSeerConfig(cache_interval=i), q, s) for i, q, s in ((3, 35, 2.0), (5, 28, 2.8))]
     got = bisect_threshold(tay, DiffusersTaylorSeerConfig, 30.0, field="cache_interval", integer=True)
     assert [c.cache_interval for c in got] == [4]
