@@ -43,7 +43,8 @@ class CandidateResult:
 
     @property
     def psnr(self) -> float:
-        return float(self.fidelity.get("psnr", float("nan")))
+        """The worst video's PSNR: the gate holds every video to the floor, so searches do too."""
+        return float(self.fidelity.get("psnr_min", self.fidelity.get("psnr", float("nan"))))
 
     def to_json(self) -> dict:
         return asdict(self)
