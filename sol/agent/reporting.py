@@ -20,13 +20,13 @@ def run_summary(state: RunState) -> dict:
     fronts = {}
     for fam, path in (state.get("fronts") or {}).items():
         data = _load(path)
-        front_labels = {r["label"] for r in data.get("front", [])}
+        front_keys = {(r["label"], r["workload"]) for r in data.get("front", [])}
         rows = []
         for r in data.get("full", []) + data.get("screened", []):
             rows.append({
                 "label": r["label"], "techniques": r["techniques"], "speedup": r["speedup"],
                 "psnr": r["fidelity"].get("psnr"), "ssim": r["fidelity"].get("ssim"),
-                "on_front": r["label"] in front_labels and r["workload"] == spec_workload_name(spec, data),
+                "on_front": (r["label"], r["workload"]) in front_keys,
                 "failed": not r["ok"], "reason": r["reason"], "calls": r["calls"], "workload": r["workload"],
             })  # fmt: skip
         fronts[fam] = rows
@@ -51,11 +51,6 @@ def run_summary(state: RunState) -> dict:
         "plan": _load(state.get("plan")) or None,
         "status": state.get("status", ""),
     }
-
-
-def spec_workload_name(spec: dict, front: dict) -> str:
-    full = front.get("full") or [{}]
-    return full[0].get("workload", "")
 
 
 def _workload_dict(spec: dict) -> dict:
