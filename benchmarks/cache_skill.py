@@ -151,9 +151,10 @@ def _calls(r: CandidateResult) -> str:
 
 def _row(source: str, r: CandidateResult) -> str:
     if not r.ok:
-        return f"| {source} | {r.label} | failed | | | | {r.reason} |"
+        return f"| {source} | {r.label} | failed | | | | | {r.reason} |"
+    mean = r.fidelity.get("psnr")
     return (
-        f"| {source} | {r.label} | {_fmt(r.speedup, '.2f')}x | {_fmt(r.psnr, '.2f')} |"
+        f"| {source} | {r.label} | {_fmt(r.speedup, '.2f')}x | {_fmt(mean, '.2f')} | {_fmt(r.psnr, '.2f')} |"
         f" {_fmt(r.fidelity.get('ssim'), '.4f')} | {_calls(r)} | |"
     )
 
@@ -230,8 +231,11 @@ def main(argv: list[str] | None = None) -> int:
         f" speedups interleaved vs baseline ({full.baseline_timing.median_s:.2f} s), median of {args.repeats} pairs"
     )
     print()
-    print("| source | candidate | speedup | PSNR dB | SSIM | calls actually run | note |")
-    print("|---|---|---|---|---|---|---|")
+    # PSNR: of the whole workload (mean MSE), and of its worst video (what the gate and search judge).
+    print(
+        "| source | candidate | speedup | PSNR dB | worst-video PSNR dB | SSIM | calls actually run | note |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for r in found.front:
         print(_row("Sol front", r).replace(r.label, _short(r.label)))
     for r in found.full:
@@ -251,11 +255,12 @@ def main(argv: list[str] | None = None) -> int:
     if best is not None:
         verdict = "meets" if best.speedup >= 2.0 else "misses"
         print(
-            f"best at PSNR >= {args.min_psnr:g} dB: {best.speedup:.2f}x, {best.psnr:.2f} dB — {_short(best.label)}"
+            f"best at worst-video PSNR >= {args.min_psnr:g} dB: {best.speedup:.2f}x, {best.psnr:.2f} dB worst,"
+            f" {best.fidelity.get('psnr', float('nan')):.2f} dB overall — {_short(best.label)}"
             f" ({verdict} the 2x criterion)"
         )
     else:
-        print(f"no candidate reached PSNR >= {args.min_psnr:g} dB on the full workload")
+        print(f"no candidate reached worst-video PSNR >= {args.min_psnr:g} dB on the full workload")
 
     out = {
         "model": {
