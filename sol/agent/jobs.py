@@ -7,6 +7,7 @@ redoes a finished search.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -66,10 +67,7 @@ def profile(spec: dict, lease=None) -> dict:
     import torch
 
     with torch.no_grad():
-        if lease is not None:
-            with lease():
-                prof = profile_pipeline(loaded.pipe, wl)
-        else:
+        with (lease or contextlib.nullcontext)():
             prof = profile_pipeline(loaded.pipe, wl)
         videos = generate(loaded.pipe, wl)
     baseline = []
