@@ -76,7 +76,9 @@ class ModelAdapter:
     # Where the transformer's forward takes the prompt embeddings: (keyword, position).
     text_argument: ClassVar[tuple[str, int]] = ("encoder_hidden_states", 2)
 
-    def modulated_input(self, block: nn.Module, hidden_states: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+    def modulated_input(
+        self, block: nn.Module, hidden_states: torch.Tensor, temb: torch.Tensor
+    ) -> torch.Tensor:
         """The timestep-modulated input of ``block``'s first sub-layer (what step caching watches).
 
         ``hidden_states`` and ``temb`` are the block's arguments as the block I/O contract names them.

@@ -70,7 +70,9 @@ class WanAdapter(ModelAdapter):
         _, _, f, h, w = latent_shape
         return f // pt, h // ph, w // pw
 
-    def modulated_input(self, block: nn.Module, hidden_states: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+    def modulated_input(
+        self, block: nn.Module, hidden_states: torch.Tensor, temb: torch.Tensor
+    ) -> torch.Tensor:
         """``norm1(x) * (1 + scale_msa) + shift_msa``: the input of the block's self-attention.
 
         Same arithmetic as ``WanTransformerBlock.forward`` (temb is ``[B, 6, D]``, or ``[B, S, 6, D]`` on Wan 2.2 TI2V).

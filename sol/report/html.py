@@ -300,10 +300,12 @@ def _integrator(run: dict[str, Any]) -> str:
         )
     if log:
         items = "".join(f"<li><code>{escape(str(line))}</code></li>" for line in log)
-        parts.append(f"<details><summary>integrator log ({len(log)} steps)</summary><ul>{items}</ul></details>")
+        parts.append(
+            f"<details><summary>integrator log ({len(log)} steps)</summary><ul>{items}</ul></details>"
+        )
     for fb in feedback:
         parts.append(
-            f"<p class=\"meta\">rejected {escape(str(fb.get('rejected')))} by {escape(str(fb.get('by')))} "
+            f'<p class="meta">rejected {escape(str(fb.get("rejected")))} by {escape(str(fb.get("by")))} '
             f"at {escape(str(fb.get('at')))}: feedback {escape(_compact(fb.get('feedback')))} → "
             f"settings {escape(_compact(fb.get('settings')))}</p>"
         )

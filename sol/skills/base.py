@@ -107,6 +107,9 @@ class Skill:
         return {}
 
 
+DEFAULT_MIN_PSNR = 30.0  # dB: a search's floor when no quality budget is given (near-lossless)
+
+
 @dataclass
 class SearchContext:
     """What a skill's search may look at: small data, no tensors."""
@@ -119,6 +122,13 @@ class SearchContext:
     # The pipeline under search, for skills that calibrate on the target model before proposing
     # configs (step caching fits its rescaling polynomial on one run); never serialised.
     pipe: Any = None
+
+    @property
+    def min_psnr(self) -> float:
+        """The budget's PSNR floor (a QualityBudget or a dict with ``min_psnr``); 30 dB without one."""
+        b = self.budget
+        value = b.get("min_psnr") if isinstance(b, dict) else getattr(b, "min_psnr", None)
+        return DEFAULT_MIN_PSNR if value is None else float(value)
 
 
 _SKILLS: dict[type[TechniqueConfig], Skill] = {}

@@ -201,11 +201,3 @@ def refuse_if_hooked(modules: list[nn.Module], names: tuple[str, ...], kind: str
         reg = getattr(m, "_diffusers_hook", None)
         if reg is not None and any(n in reg.hooks for n in names):
             raise SolError(f"{kind} is already applied to this model; revert it before applying it again")
-
-
-def budget_min_psnr(budget, default: float = 30.0) -> float:
-    """The PSNR floor of a quality budget (an object or dict with ``min_psnr``), default 30 dB."""
-    if budget is None:
-        return default
-    value = budget.get("min_psnr") if isinstance(budget, dict) else getattr(budget, "min_psnr", None)
-    return default if value is None else float(value)

@@ -174,4 +174,4 @@ class BlockResidualCacheSkill(Skill):
         return out
 
     def refine(self, context, results) -> list[TechniqueConfig]:
-        return bisect_threshold(results, BlockResidualCacheConfig, _common.budget_min_psnr(context.budget))
+        return bisect_threshold(results, BlockResidualCacheConfig, context.min_psnr)

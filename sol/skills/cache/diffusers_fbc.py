@@ -14,7 +14,7 @@ from pydantic import Field
 
 from sol.models.base import BLOCK_RESIDUALS
 from sol.skills.base import Handle, Seam, Skill, TechniqueConfig, register_skill
-from sol.skills.cache import _common, _diffusers
+from sol.skills.cache import _diffusers
 from sol.skills.cache.search import bisect_threshold
 
 DOCUMENTED_THRESHOLD = 0.05
@@ -58,6 +58,4 @@ class DiffusersFirstBlockCacheSkill(Skill):
         return [DiffusersFirstBlockCacheConfig(threshold=t) for t in (DOCUMENTED_THRESHOLD, 0.1, 0.2)]
 
     def refine(self, context, results) -> list[TechniqueConfig]:
-        return bisect_threshold(
-            results, DiffusersFirstBlockCacheConfig, _common.budget_min_psnr(context.budget)
-        )
+        return bisect_threshold(results, DiffusersFirstBlockCacheConfig, context.min_psnr)

@@ -18,7 +18,7 @@ from pydantic import Field, model_validator
 
 from sol.models.base import BLOCK_RESIDUALS
 from sol.skills.base import Handle, Seam, Skill, TechniqueConfig, register_skill
-from sol.skills.cache import _common, _diffusers
+from sol.skills.cache import _diffusers
 from sol.skills.cache.search import bisect_threshold
 from sol.skills.cache.step_output import calibration_for
 
@@ -136,4 +136,4 @@ class DiffusersMagCacheSkill(Skill):
         return out
 
     def refine(self, context, results) -> list[TechniqueConfig]:
-        return bisect_threshold(results, DiffusersMagCacheConfig, _common.budget_min_psnr(context.budget))
+        return bisect_threshold(results, DiffusersMagCacheConfig, context.min_psnr)

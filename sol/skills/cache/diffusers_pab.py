@@ -84,7 +84,7 @@ class DiffusersPABSkill(Skill):
         return bisect_threshold(
             results,
             DiffusersPABConfig,
-            _common.budget_min_psnr(context.budget),
+            context.min_psnr,
             field="spatial_skip_range",
             integer=True,
         )

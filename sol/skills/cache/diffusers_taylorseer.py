@@ -86,7 +86,7 @@ class DiffusersTaylorSeerSkill(Skill):
         return bisect_threshold(
             results,
             DiffusersTaylorSeerConfig,
-            _common.budget_min_psnr(context.budget),
+            context.min_psnr,
             field="cache_interval",
             integer=True,
         )

@@ -255,7 +255,7 @@ class StepOutputCacheSkill(Skill):
         return out
 
     def refine(self, context, results) -> list[TechniqueConfig]:
-        floor = _common.budget_min_psnr(context.budget)
+        floor = context.min_psnr
         out = []
         tried = {json.dumps(r.techniques, sort_keys=True) for r in results}
         for c in bisect_threshold(results, StepOutputCacheConfig, floor):

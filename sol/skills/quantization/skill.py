@@ -38,7 +38,7 @@ from sol.skills.quantization import sensitivity
 from sol.skills.quantization.config import KIND, REGEX_PREFIX, QuantizeLinear, QuantRule
 
 NOTES_KEY = "quantization"  # context.notes[NOTES_KEY]: the scan's evidence (small JSON)
-DEFAULT_MIN_PSNR = 30.0
+
 # Candidate mixes that give up at most these shares of the scheme's time saving (see _cheap_prefix).
 CHEAP_SHARES = (0.01, 0.05)
 APPLIED_ATTR = "_sol_quantization"  # set on a quantized transformer: refuses a second apply
@@ -52,15 +52,6 @@ def _hardware_of(transformer):
     if param is None or param.device.type == "cpu":
         return detect_cpu()
     return detect()
-
-
-def _budget(context: SearchContext, key: str, default=None):
-    b = context.budget
-    if b is None:
-        return default
-    if isinstance(b, dict):
-        return b.get(key, default)
-    return getattr(b, key, default)
 
 
 def _adapter_for_pipe(pipe, adapter):
@@ -203,7 +194,7 @@ class QuantizationSkill(Skill):
         ranked = report.ranked()
         if len(ranked) < 2:
             return []
-        min_psnr = float(_budget(context, "min_psnr", DEFAULT_MIN_PSNR))
+        min_psnr = context.min_psnr
         offsets, tried = [], set()
         for r in results:
             if not r.ok or not r.techniques or r.techniques[0].get("kind") != KIND:
