@@ -117,4 +117,6 @@ def configure_cpu_threads() -> int:
     else:
         n = 1
     torch.set_num_threads(n)
+    # Child processes (plan re-application, VBench, scripts) start their own torch: let them inherit it.
+    os.environ.setdefault("OMP_NUM_THREADS", str(n))
     return n
