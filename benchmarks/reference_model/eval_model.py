@@ -1,6 +1,7 @@
 """Prompt-following of a saved sol-tiny-wan: pass fraction on trained and held-out combinations.
 
     python -m benchmarks.reference_model.eval_model sol/models/assets/sol-tiny-wan --seeds 2
+    python -m benchmarks.reference_model.eval_model runs/transformer_motion/ckpt.pt   # mid-training (EMA)
 
 Generates every held-out combination and an equal number of trained ones (a fixed spread over
 colours, shapes and motions), `seeds` videos each, and runs `reference_data.check_video`.
@@ -68,16 +69,42 @@ def evaluate(pipe, seeds: int = 1, batch: int = 10, n_trained: int | None = None
     return res
 
 
+def pipeline_from_checkpoint(ckpt, vae_dir, stats_from):
+    """A pipeline with a training checkpoint's EMA transformer, without exporting anything."""
+    import tempfile
+    from pathlib import Path
+
+    import torch
+
+    from benchmarks.reference_model import arch, export
+
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    model = arch.build_transformer(seed=0)
+    model.load_state_dict(state["ema"])
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        torch.save(torch.load(Path(stats_from) / "latent_stats.pt"), Path(tmp) / "latent_stats.pt")
+        print(f"checkpoint step {state['step']}")
+        return export.assemble(Path(vae_dir), Path(tmp))
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("model")
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--cfg", type=float, default=None)
+    ap.add_argument("--vae", default="benchmarks/reference_model/runs/vae/final", help="with a ckpt.pt")
+    ap.add_argument("--stats", default="benchmarks/reference_model/runs/transformer", help="with a ckpt.pt")
     args = ap.parse_args(argv)
+    import torch
     from diffusers import WanPipeline
 
-    pipe = WanPipeline.from_pretrained(args.model)
+    torch.set_num_threads(1)
+    if args.model.endswith(".pt"):
+        pipe = pipeline_from_checkpoint(args.model, args.vae, args.stats)
+    else:
+        pipe = WanPipeline.from_pretrained(args.model)
     pipe.set_progress_bar_config(disable=True)
     call = {}
     if args.steps:

@@ -39,7 +39,6 @@ def loss_plot(runs: Path, out: Path) -> None:
     import matplotlib.pyplot as plt
 
     vae = _read(runs / "vae" / "log.jsonl")
-    tr = _read(runs / "transformer" / "log.jsonl")
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
     a = [r for r in vae if "rec" in r]
     axes[0].plot([r["step"] for r in a], [r["rec"] for r in a], lw=1)
@@ -47,15 +46,22 @@ def loss_plot(runs: Path, out: Path) -> None:
     e = [r for r in vae if "eval_psnr" in r]
     axes[1].plot([r["step"] for r in e], [r["eval_psnr"] for r in e], marker="o")
     axes[1].set(title="VAE: PSNR on 8 fixed clips (dB)", xlabel="step")
-    t = [r for r in tr if "loss" in r]
-    if t:
-        steps = np.array([r["step"] for r in t])
+    # Phase 2 continues phase 1's weights; its loss is motion-weighted, so it is drawn apart.
+    offset = 0
+    for name, label in (("transformer", "flow-matching MSE"), ("transformer_motion", "motion-weighted")):
+        t = [r for r in _read(runs / name / "log.jsonl") if "loss" in r]
+        if not t:
+            continue
+        steps = offset + np.array([r["step"] for r in t])
         loss = np.array([r["loss"] for r in t])
-        axes[2].plot(steps, loss, lw=0.6, alpha=0.5)
+        (line,) = axes[2].plot(steps, loss, lw=0.6, alpha=0.4)
         k = 10
         if len(loss) > k:
-            axes[2].plot(steps[k - 1 :], np.convolve(loss, np.ones(k) / k, mode="valid"), lw=1.5)
-    axes[2].set(title="transformer: flow-matching MSE", xlabel="step", yscale="log")
+            smooth = np.convolve(loss, np.ones(k) / k, mode="valid")
+            axes[2].plot(steps[k - 1 :], smooth, lw=1.5, color=line.get_color(), label=label)
+        offset = int(steps[-1])
+    axes[2].legend(fontsize=8)
+    axes[2].set(title="transformer: flow-matching loss", xlabel="step", yscale="log")
     for ax in axes:
         ax.grid(alpha=0.3)
     fig.tight_layout()
