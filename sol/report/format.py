@@ -50,8 +50,25 @@ def technique(t: dict[str, Any]) -> str:
     if not isinstance(t, dict):
         return str(t)
     kind = t.get("kind", "?")
+    custom = _own_label(t)
+    if custom:
+        return custom
     params = ", ".join(f"{k}={_short(v)}" for k, v in t.items() if k not in ("kind", "version"))
     return f"{kind}({params})" if params else str(kind)
+
+
+def _own_label(t: dict[str, Any]) -> str | None:
+    """The config's own ``label()`` where its kind defines one (quantization rules shorten to a count and
+    a hash, so two mixes that differ in one rule stay apart); None for kinds without one."""
+    from sol.skills.base import TechniqueConfig, registered_kinds
+
+    cls = registered_kinds().get(t.get("kind"))
+    if cls is None or cls.label is TechniqueConfig.label:
+        return None
+    try:
+        return cls.model_validate(t).label()
+    except ValueError:
+        return None
 
 
 def techniques(ts: list[dict[str, Any]] | None) -> str:

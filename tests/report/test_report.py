@@ -100,3 +100,22 @@ def test_report_renders_in_headless_chromium(run_dict, tmp_path):
     assert verdict_badges >= 1
     assert [u for u in requests if not u.startswith(("file:", "data:"))] == []
     assert shot.stat().st_size > 50_000
+
+
+def test_two_quantization_mixes_that_differ_in_one_rule_get_different_labels():
+    # The first demo's summary printed both as `quantization.linear(rules=[{'match': …` and
+    # people could not tell the approved candidate from the one that failed the gate.
+    import sol.skills.builtin  # noqa: F401  (registers the kinds)
+    from sol.report.format import techniques
+
+    rules = [{"match": f"blocks.{i}.attn2.to_k", "scheme": "none"} for i in range(8)]
+    a = {
+        "kind": "quantization.linear",
+        "version": 1,
+        "rules": [*rules, {"match": "re:.*", "scheme": "int8_dynamic"}],
+    }
+    b = {**a, "rules": [{"match": "blocks.4.ffn.net.0.proj", "scheme": "none"}, *a["rules"]]}
+    la, lb = techniques([a]), techniques([b])
+    assert la != lb and "int8_dynamic" in la and "9 kept" in lb
+    # Kinds without their own label keep the compact field list.
+    assert techniques([{"kind": "cache.text_kv", "version": 1}]) == "cache.text_kv"
