@@ -138,6 +138,7 @@ def _summary(run: dict[str, Any]) -> str:
             ("chosen", escape(str(chosen.get("id")))),
             ("speedup (measured)", fmt.speedup(chosen.get("speedup"))),
             ("PSNR vs baseline", fmt.db(fid.get("psnr"))),
+            ("worst video's PSNR", fmt.db(fid.get("psnr_min"))),
             ("SSIM", fmt.ratio(fid.get("ssim"))),
         ]
     else:
@@ -192,12 +193,15 @@ def _candidate_table(run: dict[str, Any]) -> str:
             f"<code>{escape(fmt.techniques(c.get('techniques')))}</code></td>"
             f'<td class="num">{fmt.speedup(measured)}{escape(interaction)}</td>'
             f'<td class="num">{fmt.speedup(predicted)}</td>'
-            f'<td class="num">{fmt.db(fid.get("psnr"))}</td><td class="num">{fmt.ratio(fid.get("ssim"))}</td>'
+            f'<td class="num">{fmt.db(fid.get("psnr"))}</td><td class="num">{fmt.db(fid.get("psnr_min"))}</td>'
+            f'<td class="num">{fmt.ratio(fid.get("ssim"))}</td>'
             f'<td class="num">{fmt.ratio(fid.get("lpips"))}</td><td>{_badge(verdict)}</td></tr>'
         )
     return (
         "<table><thead><tr><th>id</th><th>stack</th><th>speedup</th><th>predicted</th><th>PSNR</th>"
-        "<th>SSIM</th><th>LPIPS</th><th>gate</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
+        "<th>worst video</th><th>SSIM</th><th>LPIPS</th><th>gate</th></tr></thead><tbody>"
+        + "".join(rows)
+        + "</tbody></table>"
     )
 
 

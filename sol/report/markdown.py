@@ -32,7 +32,8 @@ def render_markdown(run: dict[str, Any], html_path: Path | None = None) -> str:
         fid = chosen.get("fidelity") or {}
         lines.append(
             f"- chosen: `{chosen.get('id')}` {fmt.techniques(chosen.get('techniques'))} — "
-            f"{fmt.speedup(chosen.get('speedup'))}, PSNR {fmt.db(fid.get('psnr'))}"
+            f"{fmt.speedup(chosen.get('speedup'))}, PSNR {fmt.db(fid.get('psnr'))} "
+            f"(worst video {fmt.db(fid.get('psnr_min'))})"
         )
     else:
         lines.append("- chosen: none")
@@ -42,8 +43,8 @@ def render_markdown(run: dict[str, Any], html_path: Path | None = None) -> str:
     cands = run.get("candidates") or []
     if cands:
         lines += [
-            "| | id | stack | speedup | predicted | PSNR | SSIM | gate |",
-            "|---|---|---|---:|---:|---:|---:|---|",
+            "| | id | stack | speedup | predicted | PSNR | worst video | SSIM | gate |",
+            "|---|---|---|---:|---:|---:|---:|---:|---|",
         ]
         for c in cands:
             fid = c.get("fidelity") or {}
@@ -62,6 +63,7 @@ def render_markdown(run: dict[str, Any], html_path: Path | None = None) -> str:
                         fmt.speedup(c.get("speedup")),
                         fmt.speedup(c.get("predicted_speedup")),
                         fmt.db(fid.get("psnr")),
+                        fmt.db(fid.get("psnr_min")),
                         fmt.ratio(fid.get("ssim")),
                         gate,
                     )

@@ -42,6 +42,7 @@ def test_markdown_summary_lists_candidates_and_verdicts(run_dict, tmp_path):
     _, md_path = build_report(run_dict, tmp_path / "out")
     md = md_path.read_text()
     assert md.startswith("# Sol report: sol-tiny-wan")
+    assert "| PSNR | worst video |" in md  # the gate judges every video, so the summary shows the worst
     rows = [line for line in md.splitlines() if line.startswith("| ") and "`c" in line]
     assert len(rows) == 3
     assert "✅ passed" in rows[0] and "∞ (identical)" in rows[0]
