@@ -1,4 +1,4 @@
-"""Train and ship `sol-tiny-wan` from scratch with one command (resumable; ~65 min on 2 CPU cores).
+"""Train and ship `sol-tiny-wan` from scratch with one command (resumable; ~2 h on 2 CPU cores).
 
     python -m benchmarks.reference_model.train --out sol/models/assets/sol-tiny-wan
 
