@@ -58,12 +58,12 @@ def technique(t: dict[str, Any]) -> str:
 
 
 def _own_label(t: dict[str, Any]) -> str | None:
-    """The config's own ``label()`` where its kind defines one (quantization rules shorten to a count and
-    a hash, so two mixes that differ in one rule stay apart); None for kinds without one."""
-    from sol.skills.base import TechniqueConfig, registered_kinds
+    """The config's own ``label()`` when its kind is registered: it shortens what is long (rules,
+    calibrated ratios) to a count and a hash, so two candidates that differ in one entry stay apart."""
+    from sol.skills.base import registered_kinds
 
     cls = registered_kinds().get(t.get("kind"))
-    if cls is None or cls.label is TechniqueConfig.label:
+    if cls is None:
         return None
     try:
         return cls.model_validate(t).label()

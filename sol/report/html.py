@@ -189,8 +189,7 @@ def _candidate_table(run: dict[str, Any]) -> str:
         cls = ' class="chosen"' if c.get("id") == run.get("chosen") else ""
         rows.append(
             f"<tr{cls}><td><code>{escape(str(c.get('id', '?')))}</code>"
-            f"{' ★' if cls else ''}</td><td>{escape(str(c.get('label', '')))}<br>"
-            f"<code>{escape(fmt.techniques(c.get('techniques')))}</code></td>"
+            f"{' ★' if cls else ''}</td><td>{_stack_cell(c)}</td>"
             f'<td class="num">{fmt.speedup(measured)}{escape(interaction)}</td>'
             f'<td class="num">{fmt.speedup(predicted)}</td>'
             f'<td class="num">{fmt.db(fid.get("psnr"))}</td><td class="num">{fmt.db(fid.get("psnr_min"))}</td>'
@@ -272,6 +271,14 @@ def _fronts(fronts: dict[str, list[dict[str, Any]]]) -> str:
         parts.append(f'<h3>{escape(skill)}</h3><div class="plot">{svg or ""}</div>{table}')
     parts.append("</section>")
     return "".join(parts)
+
+
+def _stack_cell(c: dict[str, Any]) -> str:
+    """The candidate's label, and its technique list in code when that says something the label doesn't."""
+    label, code = str(c.get("label", "")), fmt.techniques(c.get("techniques"))
+    if not label or label == code:
+        return f"<code>{escape(code)}</code>"
+    return f"{escape(label)}<br><code>{escape(code)}</code>"
 
 
 def _integrator(run: dict[str, Any]) -> str:

@@ -9,6 +9,7 @@ the runtime know techniques only through this registry (no isinstance chains els
 from __future__ import annotations
 
 import enum
+import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -47,10 +48,21 @@ class TechniqueConfig(BaseModel):
     version: int = 1
 
     def label(self) -> str:
-        """A short human label, e.g. ``cache.block_residual(threshold=0.1)``."""
+        """A short human label, e.g. ``cache.block_residual(threshold=0.1)``.
+
+        Sequences longer than 4 (calibrated per-step ratios) shorten to a count and a hash, so the
+        label stays readable and still tells two calibrations apart.
+        """
         fields = {k: v for k, v in self.model_dump().items() if k not in ("kind", "version")}
-        inner = ", ".join(f"{k}={v}" for k, v in fields.items())
+        inner = ", ".join(f"{k}={_compact(v)}" for k, v in fields.items())
         return f"{self.kind}({inner})"
+
+
+def _compact(value: Any) -> str:
+    if isinstance(value, (list, tuple)) and len(value) > 4:
+        digest = hashlib.sha256(repr(tuple(value)).encode()).hexdigest()[:8]
+        return f"<{len(value)} values #{digest}>"
+    return str(value)
 
 
 class Handle:

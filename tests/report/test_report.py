@@ -118,5 +118,7 @@ def test_two_quantization_mixes_that_differ_in_one_rule_get_different_labels():
     b = {**a, "rules": [{"match": "blocks.4.ffn.net.0.proj", "scheme": "none"}, *a["rules"]]}
     la, lb = techniques([a]), techniques([b])
     assert la != lb and "int8_dynamic" in la and "9 kept" in lb
-    # Kinds without their own label keep the compact field list.
-    assert techniques([{"kind": "cache.text_kv", "version": 1}]) == "cache.text_kv"
+    # Calibrated ratios shorten to a count and a hash; unregistered kinds keep the field list.
+    mag = {"kind": "cache.diffusers_magcache", "threshold": 0.3, "mag_ratios": [1.0, 0.99, 0.98, 0.97, 0.95]}
+    assert "mag_ratios=<5 values #" in techniques([mag])
+    assert techniques([{"kind": "not_registered", "version": 1, "x": 1}]) == "not_registered(x=1)"
