@@ -101,6 +101,14 @@ def sample_sigmas(b: int, shift: float, gen: torch.Generator) -> torch.Tensor:
     return shift * u / (1 + (shift - 1) * u)
 
 
+def motion_weights(x0: torch.Tensor, weight: float) -> torch.Tensor:
+    """[B, 1, T, H, W] loss weights 1 + weight * m, m = |x0 - its mean over frames| (channel mean),
+    normalised to 1 per clip: large where the clip moves, 1 where it is static."""
+    moving = (x0 - x0.mean(2, keepdim=True)).abs().mean(1, keepdim=True)
+    moving = moving / moving.flatten(1).amax(1).clamp_min(1e-6).view(-1, 1, 1, 1, 1)
+    return 1 + weight * moving
+
+
 def _save(run, rank, world, model, ema, opt, step, cpu_before, cpu_start, wall_before, t_start):
     cpu = all_mean(time.process_time() - cpu_start, world) * world + cpu_before
     if rank == 0:
@@ -120,6 +128,8 @@ def _train(rank: int, world: int, args) -> None:
     run.mkdir(parents=True, exist_ok=True)
     log = Logger(run / "log.jsonl", rank)
     t0 = time.time()
+    if args.init_from and not (Path(args.init_from) / "ckpt.pt").is_file():
+        raise SystemExit(f"--init-from {args.init_from}: no ckpt.pt there; train the first phase first")
     vae = load_vae(args.vae)
     data = Path(args.init_from) if args.init_from else run  # a second phase reuses the first's pool
     stats = latent_stats(vae, rank, world, args.stats_clips, data)
@@ -151,8 +161,6 @@ def _train(rank: int, world: int, args) -> None:
         log.log(event="resume", step=step)
     elif args.init_from:
         init = load_checkpoint(Path(args.init_from) / "ckpt.pt")
-        if init is None:
-            raise SystemExit(f"--init-from {args.init_from}: no ckpt.pt there; train the first phase first")
         model.load_state_dict(init["model"])
         ema.load_state_dict(init["ema"])
         opt.load_state_dict(init["opt"])
@@ -192,9 +200,7 @@ def _train(rank: int, world: int, args) -> None:
         pred = model(hidden_states=xt, timestep=s * 1000, encoder_hidden_states=text, return_dict=False)[0]
         err = (pred - (noise - x0)).pow(2)
         if args.motion_weight:
-            moving = (x0 - x0.mean(2, keepdim=True)).abs().mean(1, keepdim=True)
-            moving = moving / moving.flatten(1).amax(1).clamp_min(1e-6).view(-1, 1, 1, 1, 1)
-            w = (1 + args.motion_weight * moving).expand_as(err)
+            w = motion_weights(x0, args.motion_weight).expand_as(err)
             loss = (err * w).sum() / w.sum()
         else:
             loss = err.mean()
