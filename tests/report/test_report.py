@@ -106,7 +106,6 @@ def test_report_renders_in_headless_chromium(run_dict, tmp_path):
 def test_two_quantization_mixes_that_differ_in_one_rule_get_different_labels():
     # The first demo's summary printed both as `quantization.linear(rules=[{'match': …` and
     # people could not tell the approved candidate from the one that failed the gate.
-    import sol.skills.builtin  # noqa: F401  (registers the kinds)
     from sol.report.format import techniques
 
     rules = [{"match": f"blocks.{i}.attn2.to_k", "scheme": "none"} for i in range(8)]
