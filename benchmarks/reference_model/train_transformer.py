@@ -153,17 +153,16 @@ def _train(rank: int, world: int, args) -> None:
     opt = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.99), weight_decay=0.01)
     step = 0
     ck = load_checkpoint(run / "ckpt.pt")
-    if ck is not None:
-        model.load_state_dict(ck["model"])
-        ema.load_state_dict(ck["ema"])
-        opt.load_state_dict(ck["opt"])
-        step = ck["step"]
-        log.log(event="resume", step=step)
-    elif args.init_from:
-        init = load_checkpoint(Path(args.init_from) / "ckpt.pt")
+    # Resume this run; else a second phase starts from the first run's weights, EMA and optimizer.
+    init = ck if ck is not None or not args.init_from else load_checkpoint(Path(args.init_from) / "ckpt.pt")
+    if init is not None:
         model.load_state_dict(init["model"])
         ema.load_state_dict(init["ema"])
         opt.load_state_dict(init["opt"])
+    if ck is not None:
+        step = ck["step"]
+        log.log(event="resume", step=step)
+    elif init is not None:
         log.log(event="init_from", run=str(args.init_from), step=init["step"])
     cpu_before = ck.get("cpu_s", 0.0) if ck else 0.0
     wall_before = ck.get("wall_s", 0.0) if ck else 0.0
