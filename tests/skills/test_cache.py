@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from sol.bench.runner import TimeLimitExceeded, count_calls, generate
+from sol.bench.runner import Probes, TimeLimitExceeded, count_calls, generate
 from sol.errors import ConflictError, SolError
 from sol.skills import SearchContext, apply_all, compose, config_from_dict, skill_for
 from sol.skills.cache import (
@@ -22,8 +22,8 @@ from sol.skills.cache import (
     calibrate,
 )
 from sol.skills.cache import calibration as calibration_module
-from sol.skills.cache.search import bisect_threshold
 from sol.skills.cache.step_output import CALIBRATION_NOTE, fixed_schedule, simulate, threshold_for
+from sol.skills.search import bisect_threshold
 from tests.skills.skill_mixin import SkillContract
 
 KINDS = (
@@ -61,11 +61,14 @@ def _same(a, b) -> bool:
 
 
 def _with(tiny, configs, workload):
-    applied = apply_all(tiny.pipe, configs, tiny.adapter)
+    probes = []
+    # Probes go where the evaluator puts them: inside every cache's hooks.
+    applied = apply_all(
+        tiny.pipe, configs, tiny.adapter, instrument=lambda: probes.append(Probes(tiny.adapter)) or probes[-1]
+    )
     try:
-        with count_calls(tiny.adapter) as calls:
-            out = _run(tiny.pipe, workload)
-        return out, dict(calls)
+        out = _run(tiny.pipe, workload)
+        return out, dict(probes[0].counts)
     finally:
         applied.revert()
 

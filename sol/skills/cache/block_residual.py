@@ -23,10 +23,12 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from sol.errors import SolError
-from sol.models.base import BLOCK_RESIDUALS
-from sol.skills.base import Handle, Seam, Skill, TechniqueConfig, register_skill
-from sol.skills.cache import _common, _skip
-from sol.skills.cache.search import bisect_threshold
+from sol.hooks import ArgRef, Installation, ModelHook, StateManager, track_steps
+from sol.hooks.ranges import SkipState, context_state, install_range
+from sol.models.base import Capability
+from sol.skills.base import Phase, Seam, Skill, TechniqueConfig, register_skill
+from sol.skills.cache._common import rel_l1
+from sol.skills.search import bisect_threshold
 
 DECIDE_HOOK = "sol_block_cache_decide"
 RANGE_HOOK = "sol_block_cache_range"
@@ -54,61 +56,55 @@ class BlockResidualCacheConfig(TechniqueConfig):
         return self
 
 
-def _decide_hook_class():
-    ModelHook = _common._hooks()[3]
+class BlockCacheDecideHook(ModelHook):
+    """On block 0 (records its input) and/or block Fn-1 (decides after running it)."""
 
-    class BlockCacheDecideHook(ModelHook):
-        """On block 0 (records its input) and/or block Fn-1 (decides after running it)."""
+    _is_stateful = True
 
-        _is_stateful = True
+    def __init__(
+        self, state_manager, config: BlockResidualCacheConfig, record: bool, decide: bool, hs: ArgRef
+    ):
+        super().__init__()
+        self.state_manager = state_manager
+        self.config = config
+        self.record, self.decide = record, decide
+        self.hs = hs
 
-        def __init__(
-            self, state_manager, config: BlockResidualCacheConfig, record: bool, decide: bool, hs_arg
+    def new_forward(self, module, *args, **kwargs):
+        st = context_state(self.state_manager)
+        if self.record:
+            st.step += 1
+            st.skipping = False
+            st.head_input = self.hs.get(args, kwargs)
+        out = self.fn_ref.original_forward(*args, **kwargs)
+        if self.decide:
+            self._decide(st, out - st.head_input)
+            st.head_input = None
+        return out
+
+    def _decide(self, st, fn_residual) -> None:
+        cfg = self.config
+        compute = True
+        if (
+            st.residual is not None
+            and st.ref is not None
+            and st.step >= cfg.warmup_steps
+            and cfg.threshold > 0
         ):
-            super().__init__()
-            self.state_manager = state_manager
-            self.config = config
-            self.record, self.decide = record, decide
-            self.hs_arg = hs_arg
+            within = cfg.max_skip_steps is None or st.consecutive < cfg.max_skip_steps
+            if within and rel_l1(fn_residual, st.ref) < cfg.threshold:
+                compute = False
+        if compute:
+            st.ref = fn_residual
+            st.consecutive = 0
+        else:
+            st.consecutive += 1
+        st.skipping = not compute
+        st.decisions.append(compute)
 
-        def new_forward(self, module, *args, **kwargs):
-            ctx = _common.context_of(self.state_manager)
-            st = self.state_manager.get_state()
-            if self.record:
-                st.step += 1
-                st.skipping = False
-                st.head_input = _common.arg(args, kwargs, *self.hs_arg)
-            out = self.fn_ref.original_forward(*args, **kwargs)
-            if self.decide:
-                self._decide(st, out - st.head_input, ctx)
-                st.head_input = None
-            return out
-
-        def _decide(self, st, fn_residual, ctx) -> None:
-            cfg = self.config
-            compute = True
-            if (
-                st.residual is not None
-                and st.ref is not None
-                and st.step >= cfg.warmup_steps
-                and cfg.threshold > 0
-            ):
-                within = cfg.max_skip_steps is None or st.consecutive < cfg.max_skip_steps
-                if within and _common.rel_l1(fn_residual, st.ref) < cfg.threshold:
-                    compute = False
-            if compute:
-                st.ref = fn_residual
-                st.consecutive = 0
-            else:
-                st.consecutive += 1
-            st.skipping = not compute
-            st.decisions.append(compute)
-
-        def reset_state(self, module):
-            self.state_manager.reset()
-            return module
-
-    return BlockCacheDecideHook
+    def reset_state(self, module):
+        self.state_manager.reset()
+        return module
 
 
 @register_skill(BlockResidualCacheConfig)
@@ -116,10 +112,10 @@ class BlockResidualCacheSkill(Skill):
     name = "cache"
     reads = frozenset({Seam.BLOCK_OUTPUT})
     writes = frozenset({Seam.STEP_OUTPUT, Seam.BLOCK_OUTPUT})
-    requires = frozenset({BLOCK_RESIDUALS})
-    phase = 80  # caches that wrap whole blocks or steps apply last
+    requires = frozenset({Capability.BLOCK_RESIDUALS})
+    phase = Phase.STEPS
 
-    def apply(self, pipe, config: BlockResidualCacheConfig, adapter) -> Handle:
+    def apply(self, pipe, config: BlockResidualCacheConfig, adapter) -> Installation:
         blocks = list(adapter.blocks())
         n = len(blocks)
         fn, bn = config.leading_blocks, config.trailing_blocks
@@ -128,35 +124,23 @@ class BlockResidualCacheSkill(Skill):
                 f"cache.block_residual: leading_blocks {fn} + trailing_blocks {bn} leave no block to cache"
                 f" in a {n}-block model; lower them below {n} together"
             )
-        _common.refuse_if_hooked(blocks, (DECIDE_HOOK, RANGE_HOOK), config.kind)
-        StateManager = _common._hooks()[4]
-        sm = StateManager(_skip.state_class())
-        hs_arg = _skip.block_arg(adapter, "hidden_states")
-        decide_cls = _decide_hook_class()
-        start, end = fn, n - bn - 1
-        hooked = _skip.install_range(blocks, start, end, sm, RANGE_HOOK, hs_arg)
+        inst = Installation(config.kind)
+        inst.refuse_hooked(blocks, DECIDE_HOOK, RANGE_HOOK)
+        root = adapter.transformer
+        sm = StateManager(SkipState)
+        hs = adapter.block_io.ref(adapter.block_io.hidden_states)
+        install_range(inst, root, blocks, fn, n - bn - 1, sm, RANGE_HOOK, hs)
         if fn == 1:
-            _common.register(blocks[0], decide_cls(sm, config, True, True, hs_arg), DECIDE_HOOK)
-            hooked.append(blocks[0])
+            inst.hook(blocks[0], BlockCacheDecideHook(sm, config, True, True, hs), DECIDE_HOOK, root=root)
         else:
-            _common.register(blocks[0], decide_cls(sm, config, True, False, hs_arg), DECIDE_HOOK)
-            _common.register(blocks[fn - 1], decide_cls(sm, config, False, True, hs_arg), DECIDE_HOOK)
-            hooked += [blocks[0], blocks[fn - 1]]
-        transformer = adapter.transformer
-        _common.acquire_generation_reset(transformer)
-        _common.registry(transformer).invalidate_child_registries_cache()
-
-        def revert():
-            for b in hooked:
-                _common.unregister(b, RANGE_HOOK)
-                _common.unregister(b, DECIDE_HOOK)
-            sm.reset()
-            _common.release_generation_reset(transformer)
-            _common.registry(transformer).invalidate_child_registries_cache()
-
-        handle = Handle(revert)
-        handle.state_manager = sm  # evidence: per-context decisions
-        return handle
+            inst.hook(blocks[0], BlockCacheDecideHook(sm, config, True, False, hs), DECIDE_HOOK, root=root)
+            inst.hook(
+                blocks[fn - 1], BlockCacheDecideHook(sm, config, False, True, hs), DECIDE_HOOK, root=root
+            )
+        inst.on_revert(sm.reset)
+        track_steps(inst, adapter)
+        inst.state_manager = sm  # evidence: per-context decisions
+        return inst
 
     def examples(self) -> list[TechniqueConfig]:
         return [

@@ -25,7 +25,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from sol.skills.cache import _common, _skip
+from sol.hooks import ArgRef, BaseState, Installation, ModelHook, StateManager, track_steps
+from sol.hooks.ranges import context_state
+from sol.skills.cache._common import rel_l1
 
 RECORD_HEAD_HOOK = "sol_cache_calibration_head"
 RECORD_TAIL_HOOK = "sol_cache_calibration_tail"
@@ -84,73 +86,69 @@ class Calibration:
         return cls(int(d["steps"]), {k: list(v) for k, v in d["traces"].items()})
 
 
-def _recorder_classes():
-    BaseState, _, _, ModelHook, _ = _common._hooks()
+class _RecState(BaseState):
+    def __init__(self):
+        self.reset()
 
-    class RecState(BaseState):
-        def __init__(self):
-            self.reset()
+    def reset(self):
+        self.t = -1
+        self.x = None
+        self.mod = None
+        self.inp = None
+        self.res = None
+        self.trace: list[dict] = []
 
-        def reset(self):
-            self.t = -1
-            self.mod = None
-            self.inp = None
-            self.res = None
-            self.trace: list[dict] = []
 
-    class Head(ModelHook):
-        _is_stateful = True
+class _Head(ModelHook):
+    _is_stateful = True
 
-        def __init__(self, sm, adapter, block, hs_arg, temb_arg, sink):
-            super().__init__()
-            self.state_manager, self.adapter, self.block = sm, adapter, block
-            self.hs_arg, self.temb_arg, self.sink = hs_arg, temb_arg, sink
+    def __init__(self, sm, adapter, block, hs: ArgRef, temb: ArgRef, sink):
+        super().__init__()
+        self.state_manager, self.adapter, self.block = sm, adapter, block
+        self.hs, self.temb, self.sink = hs, temb, sink
 
-        def new_forward(self, module, *args, **kwargs):
-            name = _common.context_of(self.state_manager).name
-            st = self.state_manager.get_state()
-            if not st.trace:
-                self.sink.setdefault(name, [])
-                self.sink[name].append(st.trace)  # one list per generation and context
-            hs = _common.arg(args, kwargs, *self.hs_arg)
-            mod = self.adapter.modulated_input(self.block, hs, _common.arg(args, kwargs, *self.temb_arg))
-            st.t += 1
-            st.x = None if st.mod is None else _common.rel_l1(mod, st.mod)
-            st.mod, st.inp = mod, hs
-            return self.fn_ref.original_forward(*args, **kwargs)
+    def new_forward(self, module, *args, **kwargs):
+        st = context_state(self.state_manager)
+        name = self.state_manager._context.name
+        if not st.trace:
+            self.sink.setdefault(name, [])
+            self.sink[name].append(st.trace)  # one list per generation and context
+        hs = self.hs.get(args, kwargs)
+        mod = self.adapter.modulated_input(self.block, hs, self.temb.get(args, kwargs))
+        st.t += 1
+        st.x = None if st.mod is None else rel_l1(mod, st.mod)
+        st.mod, st.inp = mod, hs
+        return self.fn_ref.original_forward(*args, **kwargs)
 
-        def reset_state(self, module):
-            self.state_manager.reset()
-            return module
+    def reset_state(self, module):
+        self.state_manager.reset()
+        return module
 
-    class Tail(ModelHook):
-        _is_stateful = True
 
-        def __init__(self, sm):
-            super().__init__()
-            self.state_manager = sm
+class _Tail(ModelHook):
+    _is_stateful = True
 
-        def new_forward(self, module, *args, **kwargs):
-            _common.context_of(self.state_manager)
-            st = self.state_manager.get_state()
-            out = self.fn_ref.original_forward(*args, **kwargs)
-            res = out - st.inp
-            if st.res is not None and st.x is not None:
-                mag = (
-                    torch.linalg.norm(res.float(), dim=-1)
-                    / (torch.linalg.norm(st.res.float(), dim=-1) + 1e-8)
-                ).mean()
-                st.trace.append({"t": st.t, "x": st.x, "y": _common.rel_l1(res, st.res), "mag": float(mag)})
-            else:
-                st.trace.append({"t": st.t, "x": None, "y": None, "mag": 1.0})
-            st.res, st.inp = res, None
-            return out
+    def __init__(self, sm):
+        super().__init__()
+        self.state_manager = sm
 
-        def reset_state(self, module):
-            self.state_manager.reset()
-            return module
+    def new_forward(self, module, *args, **kwargs):
+        st = context_state(self.state_manager)
+        out = self.fn_ref.original_forward(*args, **kwargs)
+        res = out - st.inp
+        if st.res is not None and st.x is not None:
+            mag = (
+                torch.linalg.norm(res.float(), dim=-1) / (torch.linalg.norm(st.res.float(), dim=-1) + 1e-8)
+            ).mean()
+            st.trace.append({"t": st.t, "x": st.x, "y": rel_l1(res, st.res), "mag": float(mag)})
+        else:
+            st.trace.append({"t": st.t, "x": None, "y": None, "mag": 1.0})
+        st.res, st.inp = res, None
+        return out
 
-    return RecState, Head, Tail
+    def reset_state(self, module):
+        self.state_manager.reset()
+        return module
 
 
 def calibrate(pipe, adapter, workload, *, prompts: int = 1) -> Calibration:
@@ -159,19 +157,20 @@ def calibrate(pipe, adapter, workload, *, prompts: int = 1) -> Calibration:
     >>> cal = calibrate(loaded.pipe, loaded.adapter, load_workload("smoke"))  # doctest: +SKIP
     >>> StepOutputCacheConfig(threshold=0.2, coefficients=cal.fit())  # doctest: +SKIP
     """
-    RecState, Head, Tail = _recorder_classes()
-    StateManager = _common._hooks()[4]
     blocks = list(adapter.blocks())
-    sm = StateManager(RecState)
+    sm = StateManager(_RecState)
     sink: dict[str, list[list[dict]]] = {}
-    hs_arg = _skip.block_arg(adapter, "hidden_states")
-    temb_arg = _skip.block_arg(adapter, "temb")
+    hs, temb = (
+        adapter.block_io.ref(adapter.block_io.hidden_states),
+        adapter.block_io.ref(adapter.block_io.modulation),
+    )
+    root = adapter.transformer
+    inst = Installation("cache calibration")
     # Tail first: on a one-block model the head must wrap it (outermost runs first).
-    _common.register(blocks[-1], Tail(sm), RECORD_TAIL_HOOK)
-    _common.register(blocks[0], Head(sm, adapter, blocks[0], hs_arg, temb_arg, sink), RECORD_HEAD_HOOK)
-    transformer = adapter.transformer
-    _common.acquire_generation_reset(transformer)
-    _common.registry(transformer).invalidate_child_registries_cache()
+    inst.hook(blocks[-1], _Tail(sm), RECORD_TAIL_HOOK, root=root)
+    inst.hook(blocks[0], _Head(sm, adapter, blocks[0], hs, temb, sink), RECORD_HEAD_HOOK, root=root)
+    inst.on_revert(sm.reset)
+    track_steps(inst, adapter)
     try:
         with torch.no_grad():
             for prompt, seed in workload.runs[:prompts]:
@@ -181,11 +180,7 @@ def calibrate(pipe, adapter, workload, *, prompts: int = 1) -> Calibration:
                     output_type="latent",
                 )
     finally:
-        _common.unregister(blocks[0], RECORD_HEAD_HOOK)
-        _common.unregister(blocks[-1], RECORD_TAIL_HOOK)
-        _common.release_generation_reset(transformer)
-        _common.registry(transformer).invalidate_child_registries_cache()
-        sm.reset()
+        inst.revert()
     traces = {}
     for name, runs in sink.items():
         for i, tr in enumerate(runs):

@@ -12,10 +12,11 @@ from typing import Literal
 
 from pydantic import Field
 
-from sol.models.base import BLOCK_RESIDUALS
-from sol.skills.base import Handle, Seam, Skill, TechniqueConfig, register_skill
+from sol.hooks import Handle
+from sol.models.base import Capability
+from sol.skills.base import Phase, Seam, Skill, TechniqueConfig, register_skill
 from sol.skills.cache import _diffusers
-from sol.skills.cache.search import bisect_threshold
+from sol.skills.search import bisect_threshold
 
 DOCUMENTED_THRESHOLD = 0.05
 
@@ -37,8 +38,8 @@ class DiffusersFirstBlockCacheSkill(Skill):
     name = "cache"
     reads = frozenset({Seam.BLOCK_OUTPUT})
     writes = frozenset({Seam.STEP_OUTPUT, Seam.BLOCK_OUTPUT, Seam.DIFFUSERS_CACHE})
-    requires = frozenset({BLOCK_RESIDUALS})
-    phase = 80
+    requires = frozenset({Capability.BLOCK_RESIDUALS})
+    phase = Phase.STEPS
 
     def apply(self, pipe, config: DiffusersFirstBlockCacheConfig, adapter) -> Handle:
         from diffusers.hooks import FirstBlockCacheConfig

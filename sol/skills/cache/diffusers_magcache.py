@@ -16,11 +16,12 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from sol.models.base import BLOCK_RESIDUALS
-from sol.skills.base import Handle, Seam, Skill, TechniqueConfig, register_skill
+from sol.hooks import Handle
+from sol.models.base import Capability
+from sol.skills.base import Phase, Seam, Skill, TechniqueConfig, register_skill
 from sol.skills.cache import _diffusers
-from sol.skills.cache.search import bisect_threshold
 from sol.skills.cache.step_output import calibration_for
+from sol.skills.search import bisect_threshold
 
 # diffusers' documented defaults
 DOCUMENTED = {"threshold": 0.06, "max_skip_steps": 3, "retention_ratio": 0.2}
@@ -91,8 +92,8 @@ class DiffusersMagCacheSkill(Skill):
     name = "cache"
     reads = frozenset({Seam.STEP_OUTPUT})
     writes = frozenset({Seam.STEP_OUTPUT, Seam.BLOCK_OUTPUT, Seam.DIFFUSERS_CACHE})
-    requires = frozenset({BLOCK_RESIDUALS})
-    phase = 80
+    requires = frozenset({Capability.BLOCK_RESIDUALS})
+    phase = Phase.STEPS
 
     def apply(self, pipe, config: DiffusersMagCacheConfig, adapter) -> Handle:
         from diffusers.hooks import MagCacheConfig

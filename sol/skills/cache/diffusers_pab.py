@@ -18,10 +18,11 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from sol.errors import SolError
-from sol.models.base import SWAPPABLE_ATTENTION
-from sol.skills.base import Handle, Seam, Skill, TechniqueConfig, register_skill
-from sol.skills.cache import _common, _diffusers
-from sol.skills.cache.search import bisect_threshold
+from sol.hooks import Handle
+from sol.models.base import Capability
+from sol.skills.base import Phase, Seam, Skill, TechniqueConfig, register_skill
+from sol.skills.cache import _diffusers
+from sol.skills.search import bisect_threshold
 
 
 class DiffusersPABConfig(TechniqueConfig):
@@ -48,10 +49,12 @@ class DiffusersPABConfig(TechniqueConfig):
 @register_skill(DiffusersPABConfig)
 class DiffusersPABSkill(Skill):
     name = "cache"
-    reads = frozenset({Seam.BLOCK_OUTPUT})
-    writes = frozenset({Seam.BLOCK_OUTPUT, Seam.DIFFUSERS_CACHE})
-    requires = frozenset({SWAPPABLE_ATTENTION})
-    phase = 80
+    # It reuses attention outputs inside blocks: step and block caches wrap it (hooks nest by
+    # module), so it stacks on Sol's own step caches; diffusers allows one cache per model.
+    reads = frozenset()
+    writes = frozenset({Seam.ATTENTION_OUTPUT, Seam.DIFFUSERS_CACHE})
+    requires = frozenset({Capability.SWAPPABLE_ATTENTION})
+    phase = Phase.STEPS
 
     def apply(self, pipe, config: DiffusersPABConfig, adapter) -> Handle:
         from diffusers.hooks import PyramidAttentionBroadcastConfig
@@ -61,7 +64,7 @@ class DiffusersPABSkill(Skill):
             raise SolError(
                 f"cache.diffusers_pab needs pipe.current_timestep, which {type(pipe).__name__} lacks"
             )
-        ident = (re.escape(_common.blocks_path(adapter)) + r"\.",)
+        ident = (re.escape(adapter.blocks_path()) + r"\.",)
         dcfg = PyramidAttentionBroadcastConfig(
             spatial_attention_block_skip_range=config.spatial_skip_range,
             spatial_attention_timestep_skip_range=config.spatial_timestep_range,

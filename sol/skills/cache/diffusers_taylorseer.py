@@ -17,10 +17,11 @@ from typing import Literal
 
 from pydantic import Field
 
-from sol.models.base import BLOCK_RESIDUALS
-from sol.skills.base import Handle, Seam, Skill, TechniqueConfig, register_skill
+from sol.hooks import Handle
+from sol.models.base import Capability
+from sol.skills.base import Phase, Seam, Skill, TechniqueConfig, register_skill
 from sol.skills.cache import _common, _diffusers
-from sol.skills.cache.search import bisect_threshold
+from sol.skills.search import bisect_threshold
 
 
 class DiffusersTaylorSeerConfig(TechniqueConfig):
@@ -46,8 +47,8 @@ class DiffusersTaylorSeerSkill(Skill):
     name = "cache"
     reads = frozenset({Seam.BLOCK_OUTPUT})
     writes = frozenset({Seam.STEP_OUTPUT, Seam.BLOCK_OUTPUT, Seam.DIFFUSERS_CACHE})
-    requires = frozenset({BLOCK_RESIDUALS})
-    phase = 80
+    requires = frozenset({Capability.BLOCK_RESIDUALS})
+    phase = Phase.STEPS
 
     def apply(self, pipe, config: DiffusersTaylorSeerConfig, adapter) -> Handle:
         import torch

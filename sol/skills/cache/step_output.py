@@ -33,11 +33,13 @@ from typing import Literal
 
 from pydantic import Field
 
-from sol.models.base import BLOCK_RESIDUALS, STEP_MODULATION
-from sol.skills.base import Handle, Seam, Skill, TechniqueConfig, register_skill
-from sol.skills.cache import _common, _skip
+from sol.hooks import ArgRef, Installation, ModelHook, StateManager, track_steps
+from sol.hooks.ranges import SkipState, context_state, install_range
+from sol.models.base import Capability
+from sol.skills.base import Phase, Seam, Skill, TechniqueConfig, register_skill
+from sol.skills.cache._common import rel_l1
 from sol.skills.cache.calibration import Calibration, calibrate
-from sol.skills.cache.search import bisect_threshold
+from sol.skills.search import bisect_threshold
 
 DECIDE_HOOK = "sol_step_cache_decide"
 RANGE_HOOK = "sol_step_cache_range"
@@ -117,56 +119,49 @@ def threshold_for(sequences, coefficients, target: float, **kw) -> float | None:
     return float(f"{hi:.4g}")
 
 
-def _decide_hook_class():
-    ModelHook = _common._hooks()[3]
+class StepCacheDecideHook(ModelHook):
+    """On block 0, outside the range hook: decides before anything runs."""
 
-    class StepCacheDecideHook(ModelHook):
-        """On block 0, outside the range hook: decides before anything runs."""
+    _is_stateful = True
 
-        _is_stateful = True
+    def __init__(
+        self, state_manager, config: StepOutputCacheConfig, adapter, block, hs: ArgRef, temb: ArgRef
+    ):
+        super().__init__()
+        self.state_manager = state_manager
+        self.config = config
+        self.adapter, self.block = adapter, block
+        self.hs, self.temb = hs, temb
 
-        def __init__(self, state_manager, config: StepOutputCacheConfig, adapter, block, hs_arg, temb_arg):
-            super().__init__()
-            self.state_manager = state_manager
-            self.config = config
-            self.adapter, self.block = adapter, block
-            self.hs_arg, self.temb_arg = hs_arg, temb_arg
+    def new_forward(self, module, *args, **kwargs):
+        st = context_state(self.state_manager)
+        ctx = self.state_manager._context
+        cfg = self.config
+        st.step += 1
+        st.skipping = False
+        compute = True
+        if cfg.threshold > 0:
+            mod = self.adapter.modulated_input(
+                self.block, self.hs.get(args, kwargs), self.temb.get(args, kwargs)
+            )
+            total = getattr(ctx, "num_inference_steps", None)
+            final = total is not None and st.step >= total - cfg.final_steps
+            if st.residual is not None and st.ref is not None and st.step >= cfg.warmup_steps and not final:
+                st.acc += max(0.0, polyval(cfg.coefficients, rel_l1(mod, st.ref)))
+                within = cfg.max_skip_steps is None or st.consecutive < cfg.max_skip_steps
+                compute = not (within and st.acc < cfg.threshold)
+            st.ref = mod
+        if compute:
+            st.acc, st.consecutive = 0.0, 0
+        else:
+            st.consecutive += 1
+        st.skipping = not compute
+        st.decisions.append(compute)
+        return self.fn_ref.original_forward(*args, **kwargs)
 
-        def new_forward(self, module, *args, **kwargs):
-            ctx = _common.context_of(self.state_manager)
-            st = self.state_manager.get_state()
-            cfg = self.config
-            st.step += 1
-            st.skipping = False
-            compute = True
-            if cfg.threshold > 0:
-                hs = _common.arg(args, kwargs, *self.hs_arg)
-                mod = self.adapter.modulated_input(self.block, hs, _common.arg(args, kwargs, *self.temb_arg))
-                total = getattr(ctx, "num_inference_steps", None)
-                final = total is not None and st.step >= total - cfg.final_steps
-                if (
-                    st.residual is not None
-                    and st.ref is not None
-                    and st.step >= cfg.warmup_steps
-                    and not final
-                ):
-                    st.acc += max(0.0, polyval(cfg.coefficients, _common.rel_l1(mod, st.ref)))
-                    within = cfg.max_skip_steps is None or st.consecutive < cfg.max_skip_steps
-                    compute = not (within and st.acc < cfg.threshold)
-                st.ref = mod
-            if compute:
-                st.acc, st.consecutive = 0.0, 0
-            else:
-                st.consecutive += 1
-            st.skipping = not compute
-            st.decisions.append(compute)
-            return self.fn_ref.original_forward(*args, **kwargs)
-
-        def reset_state(self, module):
-            self.state_manager.reset()
-            return module
-
-    return StepCacheDecideHook
+    def reset_state(self, module):
+        self.state_manager.reset()
+        return module
 
 
 def calibration_for(context) -> Calibration | None:
@@ -185,37 +180,30 @@ class StepOutputCacheSkill(Skill):
     name = "cache"
     reads = frozenset({Seam.STEP_OUTPUT})
     writes = frozenset({Seam.STEP_OUTPUT, Seam.BLOCK_OUTPUT})
-    requires = frozenset({BLOCK_RESIDUALS, STEP_MODULATION})
-    phase = 80
+    requires = frozenset({Capability.BLOCK_RESIDUALS, Capability.STEP_MODULATION})
+    phase = Phase.STEPS
 
-    def apply(self, pipe, config: StepOutputCacheConfig, adapter) -> Handle:
+    def apply(self, pipe, config: StepOutputCacheConfig, adapter) -> Installation:
         blocks = list(adapter.blocks())
-        _common.refuse_if_hooked(blocks, (DECIDE_HOOK, RANGE_HOOK), config.kind)
-        StateManager = _common._hooks()[4]
-        sm = StateManager(_skip.state_class())
-        hs_arg = _skip.block_arg(adapter, "hidden_states")
-        temb_arg = _skip.block_arg(adapter, "temb")
-        hooked = _skip.install_range(
-            blocks, 0, len(blocks) - 1, sm, RANGE_HOOK, hs_arg, extrapolate=config.reuse == "linear"
+        inst = Installation(config.kind)
+        inst.refuse_hooked(blocks, DECIDE_HOOK, RANGE_HOOK)
+        root = adapter.transformer
+        sm = StateManager(SkipState)
+        hs, temb = (
+            adapter.block_io.ref(adapter.block_io.hidden_states),
+            adapter.block_io.ref(adapter.block_io.modulation),
+        )
+        install_range(
+            inst, root, blocks, 0, len(blocks) - 1, sm, RANGE_HOOK, hs, extrapolate=config.reuse == "linear"
         )
         # Registered after the range hook, so it wraps it: the decision comes first.
-        decide = _decide_hook_class()(sm, config, adapter, blocks[0], hs_arg, temb_arg)
-        _common.register(blocks[0], decide, DECIDE_HOOK)
-        transformer = adapter.transformer
-        _common.acquire_generation_reset(transformer)
-        _common.registry(transformer).invalidate_child_registries_cache()
-
-        def revert():
-            _common.unregister(blocks[0], DECIDE_HOOK)
-            for b in hooked:
-                _common.unregister(b, RANGE_HOOK)
-            sm.reset()
-            _common.release_generation_reset(transformer)
-            _common.registry(transformer).invalidate_child_registries_cache()
-
-        handle = Handle(revert)
-        handle.state_manager = sm
-        return handle
+        inst.hook(
+            blocks[0], StepCacheDecideHook(sm, config, adapter, blocks[0], hs, temb), DECIDE_HOOK, root=root
+        )
+        inst.on_revert(sm.reset)
+        track_steps(inst, adapter)
+        inst.state_manager = sm
+        return inst
 
     def examples(self) -> list[TechniqueConfig]:
         return [

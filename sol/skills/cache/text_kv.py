@@ -11,7 +11,7 @@ argument of each call (the pipeline's ``prompt_embeds`` / ``negative_prompt_embe
 live for the whole loop) and selects the cache entry of that tensor: by identity *and*
 ``tensor._version`` (an in-place edit bumps it), with the entry holding a reference so the
 memory cannot be recycled for another prompt while cached. The hook resets with every
-generation (see ``_common.GenerationResetHook``), so a new prompt never meets old keys.
+generation (see :mod:`sol.hooks.steps`), so a new prompt never meets old keys.
 
 diffusers 0.42.1 ships a ``TextKVCacheConfig`` too, but its hook is written for
 ``NucleusMoEImageTransformerBlock`` only: on Wan it matches nothing and silently does
@@ -22,10 +22,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from sol.errors import SolError
-from sol.models.base import CROSS_ATTENTION
-from sol.skills.base import Handle, Seam, Skill, TechniqueConfig, register_skill
-from sol.skills.cache import _common
+from sol.hooks import ArgRef, Installation, ModelHook, track_steps
+from sol.models.base import Capability
+from sol.skills.base import Phase, Seam, Skill, TechniqueConfig, register_skill
 
 TEXT_KV_KEY_HOOK = "sol_text_kv_key"
 # Prompt, negative prompt, and room for a caller that alternates a few more within one generation.
@@ -79,31 +78,26 @@ class TextKVStore:
         self.current = None
 
 
-def _key_hook_class():
-    from diffusers.hooks.hooks import ModelHook
+class TextKVKeyHook(ModelHook):
+    """On the transformer: tells the processors which prompt this call carries."""
 
-    class TextKVKeyHook(ModelHook):
-        """On the transformer: tells the processors which prompt this call carries."""
+    _is_stateful = True  # so a generation reset (or the pipeline's end-of-call reset) clears it
 
-        _is_stateful = True  # so a generation reset (or the pipeline's end-of-call reset) clears it
+    def __init__(self, store: TextKVStore, text: ArgRef):
+        super().__init__()
+        self.store = store
+        self.text = text
 
-        def __init__(self, store: TextKVStore, text_argument: tuple[str, int]):
-            super().__init__()
-            self.store = store
-            self.text_argument = text_argument
+    def new_forward(self, module, *args, **kwargs):
+        self.store.select(self.text.get(args, kwargs))
+        try:
+            return self.fn_ref.original_forward(*args, **kwargs)
+        finally:
+            self.store.current = None  # a call outside a transformer forward never sees a key
 
-        def new_forward(self, module, *args, **kwargs):
-            self.store.select(_common.arg(args, kwargs, *self.text_argument))
-            try:
-                return self.fn_ref.original_forward(*args, **kwargs)
-            finally:
-                self.store.current = None  # a call outside a transformer forward never sees a key
-
-        def reset_state(self, module):
-            self.store.clear()
-            return module
-
-    return TextKVKeyHook
+    def reset_state(self, module):
+        self.store.clear()
+        return module
 
 
 class TextKVProcessor:
@@ -152,34 +146,26 @@ class TextKVCacheSkill(Skill):
     name = "cache"
     reads = frozenset({Seam.TEXT_KV})
     writes = frozenset({Seam.TEXT_KV})
-    requires = frozenset({CROSS_ATTENTION})
-    phase = 70  # after attention backends (they swap self-attention processors), before step caches
+    requires = frozenset({Capability.CROSS_ATTENTION})
+    phase = Phase.TEXT  # after attention backends (they swap self-attention processors), before step caches
 
-    def apply(self, pipe, config: TextKVCacheConfig, adapter) -> Handle:
+    def apply(self, pipe, config: TextKVCacheConfig, adapter) -> Installation:
         transformer = adapter.transformer
         modules = adapter.cross_attention_modules()
-        if any(isinstance(m.processor, TextKVProcessor) for m in modules.values()):
-            raise SolError(
-                "cache.text_kv is already applied to this model; revert it before applying it again"
-            )
-        _common.refuse_if_hooked([transformer], (TEXT_KV_KEY_HOOK,), config.kind)
+        inst = Installation(config.kind)
+        inst.refuse_foreign_processors(modules)
+        inst.refuse_hooked([transformer], TEXT_KV_KEY_HOOK)
         store = TextKVStore()
-        originals = {name: m.processor for name, m in modules.items()}
         for m in modules.values():
-            m.set_processor(TextKVProcessor(m.processor, store, adapter))
-        _common.register(transformer, _key_hook_class()(store, adapter.text_argument), TEXT_KV_KEY_HOOK)
-        _common.acquire_generation_reset(transformer)
-
-        def revert():
-            _common.release_generation_reset(transformer)
-            _common.unregister(transformer, TEXT_KV_KEY_HOOK)
-            for name, m in modules.items():
-                m.set_processor(originals[name])
-            store.clear()
-
-        handle = Handle(revert)
-        handle.store = store  # evidence: how many projections ran / were reused
-        return handle
+            inst.processor(m, TextKVProcessor(m.processor, store, adapter))
+        inst.hook(
+            transformer, TextKVKeyHook(store, adapter.text_argument), TEXT_KV_KEY_HOOK, root=transformer
+        )
+        inst.on_revert(store.clear)
+        track_steps(inst, adapter)
+        inst.store = store  # evidence: how many projections ran / were reused
+        inst.counter_fn = lambda: {"text_kv_computed": store.computed, "text_kv_reused": store.reused}
+        return inst
 
     def examples(self) -> list[TechniqueConfig]:
         return [TextKVCacheConfig()]

@@ -1,8 +1,8 @@
-"""The cache family's search policy: coarse screening, then a bisection toward the PSNR floor.
+"""Shared search helpers for every family: a bisection of one knob toward the PSNR floor.
 
-Each threshold-driven method screens a few thresholds (chosen from calibration where it has
-one). ``refine`` then looks at that method's screening results, picks its best variant (all
-knobs but the threshold), and proposes two thresholds that split the bracket where PSNR
+A threshold-driven method screens a few settings of one knob (chosen from calibration where it
+has one). Its ``refine`` then hands the screening results here: the best variant (all
+knobs but this one) gets two new values that split the bracket where PSNR
 crosses the floor into thirds:
 
 - a bracket exists (``lo`` meets the floor, ``hi`` does not): ``lo + (hi-lo)/3``, ``lo + 2(hi-lo)/3``;
