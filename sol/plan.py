@@ -13,20 +13,34 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator
 
-from sol.bench.workload import Workload
 from sol.errors import SolError
 from sol.skills.base import TechniqueConfig, config_from_dict
+from sol.workload import Workload
 
 SCHEMA_VERSION = 1
 
 
-class ModelRef(BaseModel):
+class ExpertRef(BaseModel):
+    """One denoiser of a pipeline with several (Wan 2.2's ``transformer`` and ``transformer_2``)."""
+
     model_config = ConfigDict(extra="forbid")
 
     name: str
     cls: str
     config_hash: str
     weights_hash: str
+
+
+class ModelRef(BaseModel):
+    """The model a plan was made for: hashes over every denoiser, and each one's own (``experts``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    cls: str
+    config_hash: str
+    weights_hash: str
+    experts: list[ExpertRef] = Field(default_factory=list)
 
 
 class HardwareRef(BaseModel):

@@ -49,8 +49,18 @@ def apply_plan(pipe, plan: Plan | str | Path, *, force: bool = False) -> PlanHan
         what = (
             "class" if fp.cls != want.cls else "config" if fp.config_hash != want.config_hash else "weights"
         )
+        # Name the expert that differs when both sides have several.
+        where = next(
+            (
+                f" ({e.name})"
+                for e, got in zip(want.experts, fp.experts, strict=False)
+                if (e.cls, e.config_hash, e.weights_hash)
+                != (got["cls"], got["config_hash"], got["weights_hash"])
+            ),
+            "",
+        )
         msg = (
-            f"this plan was made for model {want.name!r} ({want.cls}), but the pipeline's {what} differ"
+            f"this plan was made for model {want.name!r} ({want.cls}), but the pipeline's {what}{where} differ"
             f" (fingerprint {fp.config_hash}/{fp.weights_hash} vs {want.config_hash}/{want.weights_hash})"
         )
         if not force:

@@ -8,35 +8,29 @@
 
 from sol.models import wan  # noqa: F401  (registers the Wan adapter)
 from sol.models.base import (
-    BLOCK_RESIDUALS,
-    CROSS_ATTENTION,
-    LINEAR_LAYERS,
-    PRUNABLE_TOKENS,
-    STEP_MODULATION,
-    SWAPPABLE_ATTENTION,
     BlockIO,
+    Capability,
     Fingerprint,
     ModelAdapter,
     adapter_for,
+    denoisers,
     fingerprint,
+    gather_tokens,
     register_adapter,
 )
 from sol.models.loading import BUILTIN_MODELS, LoadedModel, list_models, load_model, reference_model_path
 
 __all__ = [
-    "BLOCK_RESIDUALS",
-    "CROSS_ATTENTION",
-    "LINEAR_LAYERS",
-    "PRUNABLE_TOKENS",
-    "STEP_MODULATION",
-    "SWAPPABLE_ATTENTION",
     "BUILTIN_MODELS",
     "BlockIO",
+    "Capability",
     "Fingerprint",
     "LoadedModel",
     "ModelAdapter",
     "adapter_for",
+    "denoisers",
     "fingerprint",
+    "gather_tokens",
     "list_models",
     "load_model",
     "reference_model_path",

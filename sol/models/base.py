@@ -1,11 +1,22 @@
 """Model adapters: what Sol needs to know about one model family.
 
-Skills never match class names; they ask the adapter for blocks, attention modules,
-capabilities and the block I/O contract (the idea of cache-dit's ``BlockAdapterRegister``).
+Skills never match class names; they ask the adapter (the idea of cache-dit's
+``BlockAdapterRegister``) for:
+
+- the blocks and the block I/O contract, including which block arguments are per-token;
+- the self- and cross-attention modules, and attention computed from q/k/v exactly as the
+  family's own processor computes it (bit-identical when nothing is changed);
+- the token grid (frames x height x width after patching) of a call;
+- every denoising transformer of a pipeline (Wan 2.2 A14B has two experts and a boundary);
+- the linear layers of the blocks, and the capabilities the family offers.
+
+One adapter object describes one transformer; :func:`adapter_for` on a pipeline returns the
+adapter of its first denoiser with ``experts`` listing one adapter per denoiser.
 """
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -15,52 +26,126 @@ import torch
 from torch import nn
 
 from sol.errors import SolError
+from sol.hooks.core import ArgRef
 
-# Capabilities a skill may require from a model.
-SWAPPABLE_ATTENTION = "swappable_attention"  # attention processors can be replaced per module
-CROSS_ATTENTION = "cross_attention"  # text enters through cross-attention (text K/V reuse)
-BLOCK_RESIDUALS = "block_residuals"  # blocks map hidden_states -> hidden_states (residual caching)
-PRUNABLE_TOKENS = "prunable_tokens"  # video tokens can be gathered/scattered inside blocks
-LINEAR_LAYERS = "linear_layers"  # nn.Linear layers that may be swapped (quantization)
-STEP_MODULATION = "step_modulation"  # timestep-modulated input visible for step caching
+
+class Capability(enum.StrEnum):
+    """What a model family offers; a skill names the ones it needs (``Skill.requires``)."""
+
+    SWAPPABLE_ATTENTION = "swappable_attention"  # attention processors can be replaced per module
+    SELF_ATTENTION_QKV = "self_attention_qkv"  # self-attention computed from q/k/v by the adapter
+    CROSS_ATTENTION = "cross_attention"  # text enters through cross-attention (text K/V reuse)
+    BLOCK_RESIDUALS = "block_residuals"  # blocks map hidden_states -> hidden_states (residual caching)
+    PRUNABLE_TOKENS = "prunable_tokens"  # per-token block arguments can be gathered with the tokens
+    LINEAR_LAYERS = "linear_layers"  # nn.Linear layers that may be swapped (quantization)
+    STEP_MODULATION = "step_modulation"  # timestep-modulated input visible for step caching
 
 
 @dataclass(frozen=True)
 class BlockIO:
-    """How a transformer block is called and what it returns (the block I/O contract)."""
+    """How a transformer block is called and what it returns (the block I/O contract).
+
+    ``per_token`` names the block arguments that carry a token axis (``token_dim``): token
+    pruning gathers them with the tokens it keeps (:meth:`ModelAdapter.select_tokens`).
+    ``hidden_states`` and ``modulation`` name the block's stream and its timestep-modulation
+    argument (what :meth:`ModelAdapter.modulated_input` takes).
+    """
 
     args: tuple[str, ...]
     returns: str
     hidden_states_layout: str  # e.g. "[B, S, D]"
+    per_token: tuple[str, ...] = ("hidden_states",)
+    token_dim: int = 1
+    hidden_states: str = "hidden_states"
+    modulation: str = "temb"
+
+    def ref(self, name: str) -> ArgRef:
+        """(name, position) of a block argument, for :class:`~sol.hooks.ArgRef` access."""
+        if name not in self.args:
+            raise SolError(f"the block I/O contract has no argument {name!r} (it has {', '.join(self.args)})")
+        return ArgRef(name, self.args.index(name))
 
 
 @dataclass(frozen=True)
 class Fingerprint:
-    """Identity of a model: class, config hash, and a hash of (a sample of) its weights."""
+    """Identity of a model: class, config hash, and a hash of (a sample of) its weights.
+
+    For a pipeline with several denoisers, ``cls`` joins their classes with ``+`` and the hashes
+    cover all of them; ``experts`` keeps each one's own fingerprint.
+    """
 
     cls: str
     config_hash: str
     weights_hash: str
+    experts: tuple[dict, ...] = ()
 
     def to_json(self) -> dict:
-        return {"cls": self.cls, "config_hash": self.config_hash, "weights_hash": self.weights_hash}
+        out = {"cls": self.cls, "config_hash": self.config_hash, "weights_hash": self.weights_hash}
+        if self.experts:
+            out["experts"] = [dict(e) for e in self.experts]
+        return out
+
+
+def gather_tokens(t: torch.Tensor, index: torch.Tensor, dim: int = 1) -> torch.Tensor:
+    """``t`` restricted to the tokens ``index`` ([B, K], or [K] for every batch row) along ``dim``.
+
+    A size-1 batch (RoPE tables are shared by the batch) is expanded to the index's batch.
+
+    >>> gather_tokens(torch.arange(6.).view(1, 3, 2), torch.tensor([[2, 0]])).tolist()
+    [[[4.0, 5.0], [0.0, 1.0]]]
+    """
+    if index.ndim == 1:
+        return t.index_select(dim, index)
+    b, k = index.shape
+    if t.shape[0] != b:
+        t = t.expand(b, *t.shape[1:])
+    view = [b] + [1] * (t.ndim - 1)
+    view[dim] = k
+    size = list(t.shape)
+    size[dim] = k
+    return t.gather(dim, index.reshape(view).expand(size))
 
 
 @dataclass
 class ModelAdapter:
-    """Per-family knowledge; subclasses register with :func:`register_adapter`."""
+    """Per-family knowledge about one denoising transformer; subclasses register with
+    :func:`register_adapter`."""
 
     family: ClassVar[str] = ""
-    capabilities: ClassVar[frozenset[str]] = frozenset()
+    capabilities: ClassVar[frozenset[Capability]] = frozenset()
     block_io: ClassVar[BlockIO]
+    # Arguments of the transformer's own forward.
+    input_argument: ClassVar[ArgRef] = ArgRef("hidden_states", 0)
+    timestep_argument: ClassVar[ArgRef] = ArgRef("timestep", 1)
+    text_argument: ClassVar[ArgRef] = ArgRef("encoder_hidden_states", 2)
+    # Pipeline attributes that hold denoising transformers, in order (missing or None ones skipped).
+    denoiser_attributes: ClassVar[tuple[str, ...]] = ("transformer",)
+
     transformer: nn.Module = field(repr=False)
+    name: str = "transformer"  # the pipeline attribute holding this transformer
+    experts: list[ModelAdapter] = field(default_factory=list, repr=False)
+    boundary_ratio: float | None = None  # where the pipeline switches experts (Wan 2.2)
+
+    def __post_init__(self):
+        if not self.experts:
+            self.experts = [self]
 
     @classmethod
     def matches(cls, transformer: nn.Module) -> bool:
         raise NotImplementedError
 
+    # --- structure -----------------------------------------------------------------------------
+
     def blocks(self) -> nn.ModuleList:
         raise NotImplementedError
+
+    def blocks_path(self) -> str:
+        """Qualified name of the block list inside the transformer, e.g. ``blocks``."""
+        target = self.blocks()
+        for name, module in self.transformer.named_modules():
+            if module is target:
+                return name
+        raise SolError(f"the {self.family} adapter's blocks are not inside its transformer; fix the adapter")
 
     def self_attention_modules(self) -> dict[str, nn.Module]:
         """Qualified name -> self-attention module (the ones sparse attention may change)."""
@@ -70,11 +155,63 @@ class ModelAdapter:
         raise NotImplementedError
 
     def call_probes(self) -> dict[str, list[nn.Module]]:
-        """Name -> modules whose forward runs only when that work really happens."""
+        """Name -> modules whose forward runs only when that work really happens.
+
+        The evaluator hooks them innermost (inside every cache) and outside compiled regions.
+        """
         raise NotImplementedError
 
-    # Where the transformer's forward takes the prompt embeddings: (keyword, position).
-    text_argument: ClassVar[tuple[str, int]] = ("encoder_hidden_states", 2)
+    def linear_layers(self) -> dict[str, nn.Linear]:
+        """Qualified name (from the transformer) -> every nn.Linear inside the transformer blocks."""
+        prefix = self.blocks_path()
+        out = {}
+        for i, block in enumerate(self.blocks()):
+            for n, m in block.named_modules():
+                if isinstance(m, nn.Linear):
+                    out[f"{prefix}.{i}.{n}" if n else f"{prefix}.{i}"] = m
+        return out
+
+    # --- tokens --------------------------------------------------------------------------------
+
+    def token_grid(self, input_shape: tuple[int, ...]) -> tuple[int, int, int]:
+        """Token grid (frames, height, width) after patching, for the transformer's input shape."""
+        raise NotImplementedError(f"{self.family} does not describe its token grid")
+
+    def select_tokens(self, name: str, value, index: torch.Tensor):
+        """A per-token block argument restricted to the tokens ``index`` ([B, K]); other arguments
+        are returned unchanged. Wan's RoPE is a (cos, sin) pair, each gathered."""
+        if name not in self.block_io.per_token or value is None:
+            return value
+        if isinstance(value, tuple | list):
+            return type(value)(gather_tokens(v, index, self.block_io.token_dim) for v in value)
+        return gather_tokens(value, index, self.block_io.token_dim)
+
+    # --- attention -----------------------------------------------------------------------------
+
+    def self_attention_qkv(self, attn: nn.Module, hidden_states: torch.Tensor, rotary_emb=None):
+        """Query, key, value ``[B, S, H, D]`` of a self-attention module, after its norms and RoPE,
+        op for op as the family's processor computes them."""
+        raise NotImplementedError(f"{self.family} does not expose self-attention q/k/v")
+
+    def attend(self, processor, query, key, value, attention_mask=None, *, cross=False) -> torch.Tensor:
+        """Dense attention ``[B, S, H, D]`` as the family's processor calls it (``cross``: for
+        cross-attention, which some families dispatch differently)."""
+        raise NotImplementedError(f"{self.family} does not expose its attention call")
+
+    def attention_output(self, attn: nn.Module, out: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+        """The module's output from the attention result ``[B, S, H, D]`` (merge heads, project)."""
+        raise NotImplementedError(f"{self.family} does not expose its attention output projection")
+
+    def self_attention(self, attn, processor, hidden_states, rotary_emb=None, attend=None) -> torch.Tensor:
+        """Self-attention of ``attn`` with ``attend(q, k, v)`` in place of dense attention.
+
+        With ``attend=None`` this is bit-identical to the family's own processor.
+        """
+        q, k, v = self.self_attention_qkv(attn, hidden_states, rotary_emb)
+        out = self.attend(processor, q, k, v) if attend is None else attend(q, k, v)
+        return self.attention_output(attn, out, q)
+
+    # --- caching -------------------------------------------------------------------------------
 
     def modulated_input(
         self, block: nn.Module, hidden_states: torch.Tensor, temb: torch.Tensor
@@ -98,27 +235,28 @@ class ModelAdapter:
         bit-identical to ``processor`` computing them itself."""
         raise NotImplementedError(f"{self.family} cannot run cross-attention from cached keys and values")
 
-    def linear_layers(self) -> dict[str, nn.Linear]:
-        """Qualified name -> every nn.Linear inside the transformer blocks."""
-        return {
-            n: m
-            for n, m in self.transformer.named_modules()
-            if isinstance(m, nn.Linear) and ".blocks." in f".{n}"
-        }
-
     def describe(self) -> dict:
-        return {
+        out = {
             "family": self.family,
             "class": type(self.transformer).__name__,
             "blocks": len(self.blocks()),
-            "capabilities": sorted(self.capabilities),
+            "capabilities": sorted(str(c) for c in self.capabilities),
             "block_io": {
                 "args": list(self.block_io.args),
                 "returns": self.block_io.returns,
                 "layout": self.block_io.hidden_states_layout,
+                "per_token": list(self.block_io.per_token),
             },
             "parameters": sum(p.numel() for p in self.transformer.parameters()),
         }
+        if len(self.experts) > 1:
+            out["experts"] = [
+                {"name": e.name, "class": type(e.transformer).__name__, "blocks": len(e.blocks()),
+                 "parameters": sum(p.numel() for p in e.transformer.parameters())}
+                for e in self.experts
+            ]  # fmt: skip
+            out["boundary_ratio"] = self.boundary_ratio
+        return out
 
 
 _ADAPTERS: list[type[ModelAdapter]] = []
@@ -130,17 +268,56 @@ def register_adapter(cls: type[ModelAdapter]) -> type[ModelAdapter]:
     return cls
 
 
-def adapter_for(pipe_or_transformer) -> ModelAdapter:
-    """The adapter of a pipeline's transformer (or of a transformer itself)."""
-    transformer = getattr(pipe_or_transformer, "transformer", pipe_or_transformer)
+def _adapter_class(transformer: nn.Module) -> type[ModelAdapter]:
     for cls in _ADAPTERS:
         if cls.matches(transformer):
-            return cls(transformer)
+            return cls
     known = ", ".join(c.family for c in _ADAPTERS)
     raise SolError(
         f"model class {type(transformer).__name__} is not supported yet (supported families: {known});"
         " add an adapter in sol/models/"
     )
+
+
+def denoisers(pipe_or_transformer) -> list[tuple[str, nn.Module]]:
+    """``(attribute, transformer)`` for every denoising transformer of a pipeline, in order.
+
+    A bare transformer is its own only denoiser (named ``transformer``).
+    """
+    if isinstance(pipe_or_transformer, nn.Module) and not hasattr(pipe_or_transformer, "components"):
+        return [("transformer", pipe_or_transformer)]
+    found = [
+        (name, getattr(pipe_or_transformer, name, None))
+        for name in _pipeline_denoiser_attributes(pipe_or_transformer)
+    ]
+    found = [(n, t) for n, t in found if isinstance(t, nn.Module)]
+    if not found:
+        raise SolError(
+            f"{type(pipe_or_transformer).__name__} has no denoising transformer; pass a diffusers pipeline"
+        )
+    return found
+
+
+def _pipeline_denoiser_attributes(pipe) -> tuple[str, ...]:
+    names = ["transformer"]
+    for cls in _ADAPTERS:
+        names += [n for n in cls.denoiser_attributes if n not in names]
+    return tuple(names)
+
+
+def adapter_for(pipe_or_transformer) -> ModelAdapter:
+    """The adapter of a pipeline's first denoiser, with ``experts`` covering every denoiser.
+
+    >>> adapter_for(pipe).experts  # Wan 2.2 A14B: [transformer, transformer_2]  # doctest: +SKIP
+    """
+    found = denoisers(pipe_or_transformer)
+    adapters = [_adapter_class(t)(t, name=name) for name, t in found]
+    config = getattr(pipe_or_transformer, "config", {}) if len(found) > 1 else {}
+    boundary = config.get("boundary_ratio") if hasattr(config, "get") else None
+    for a in adapters:
+        a.experts = adapters
+        a.boundary_ratio = boundary
+    return adapters[0]
 
 
 def _hash_json(obj) -> str:
@@ -165,14 +342,37 @@ def weights_hash(module: nn.Module, sample: int = 4096) -> str:
     return h.hexdigest()[:16]
 
 
-def fingerprint(pipe_or_transformer) -> Fingerprint:
-    """Fingerprint of a pipeline's transformer (what plans are tied to).
+def _config_of(transformer) -> dict:
+    config = dict(getattr(transformer, "config", {}))
+    return {k: v for k, v in config.items() if not k.startswith("_")}
 
-    >>> fp = fingerprint(pipe)  # doctest: +SKIP
-    >>> fp.cls
+
+def fingerprint(pipe_or_transformer) -> Fingerprint:
+    """Fingerprint of a pipeline's denoisers (what plans are tied to).
+
+    One transformer: its class, config hash and weights hash. Several (Wan 2.2's experts): the
+    classes joined with ``+``, hashes over all of them and the boundary, and each expert's own.
+
+    >>> fingerprint(pipe).cls  # doctest: +SKIP
     'WanTransformer3DModel'
     """
-    transformer = getattr(pipe_or_transformer, "transformer", pipe_or_transformer)
-    config = dict(getattr(transformer, "config", {}))
-    config = {k: v for k, v in config.items() if not k.startswith("_")}
-    return Fingerprint(type(transformer).__name__, _hash_json(config), weights_hash(transformer))
+    found = denoisers(pipe_or_transformer)
+    own = [
+        {
+            "name": n,
+            "cls": type(t).__name__,
+            "config_hash": _hash_json(_config_of(t)),
+            "weights_hash": weights_hash(t),
+        }
+        for n, t in found
+    ]
+    if len(own) == 1:
+        return Fingerprint(own[0]["cls"], own[0]["config_hash"], own[0]["weights_hash"])
+    config = getattr(pipe_or_transformer, "config", {})
+    boundary = config.get("boundary_ratio") if hasattr(config, "get") else None
+    return Fingerprint(
+        "+".join(e["cls"] for e in own),
+        _hash_json({"experts": [e["config_hash"] for e in own], "boundary_ratio": boundary}),
+        _hash_json([e["weights_hash"] for e in own]),
+        tuple(own),
+    )

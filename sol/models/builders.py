@@ -48,8 +48,13 @@ def build_wan_pipeline(
     vae_dim_mult: tuple[int, ...] = (1, 2, 2, 2),
     seed: int = 0,
     max_length: int = 16,
+    boundary_ratio: float | None = None,
 ):
-    """A complete ``WanPipeline`` with random weights (seeded, so fingerprints are stable)."""
+    """A complete ``WanPipeline`` with random weights (seeded, so fingerprints are stable).
+
+    With ``boundary_ratio`` it is a Wan 2.2 A14B-style pipeline: a second expert transformer
+    (``transformer_2``, its own random weights) takes the steps below the boundary.
+    """
     from diffusers import (
         AutoencoderKLWan,
         FlowMatchEulerDiscreteScheduler,
@@ -73,20 +78,24 @@ def build_wan_pipeline(
             eos_token_id=1,
         )
     ).eval()
-    transformer = WanTransformer3DModel(
-        patch_size=(1, 2, 2),
-        num_attention_heads=num_heads,
-        attention_head_dim=head_dim,
-        in_channels=in_channels,
-        out_channels=in_channels,
-        text_dim=text_dim,
-        freq_dim=256,
-        ffn_dim=ffn_dim,
-        num_layers=num_layers,
-        cross_attn_norm=True,
-        qk_norm="rms_norm_across_heads",
-        rope_max_seq_len=1024,
-    ).eval()
+
+    def expert():
+        return WanTransformer3DModel(
+            patch_size=(1, 2, 2),
+            num_attention_heads=num_heads,
+            attention_head_dim=head_dim,
+            in_channels=in_channels,
+            out_channels=in_channels,
+            text_dim=text_dim,
+            freq_dim=256,
+            ffn_dim=ffn_dim,
+            num_layers=num_layers,
+            cross_attn_norm=True,
+            qk_norm="rms_norm_across_heads",
+            rope_max_seq_len=1024,
+        ).eval()
+
+    transformer = expert()
     vae = AutoencoderKLWan(
         base_dim=vae_base_dim,
         z_dim=in_channels,
@@ -97,8 +106,22 @@ def build_wan_pipeline(
         latents_std=[1.0] * in_channels,
     ).eval()
     scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0)
+    if boundary_ratio is None:
+        return WanPipeline(
+            tokenizer=tokenizer,
+            text_encoder=text_encoder,
+            transformer=transformer,
+            vae=vae,
+            scheduler=scheduler,
+        )
     return WanPipeline(
-        tokenizer=tokenizer, text_encoder=text_encoder, transformer=transformer, vae=vae, scheduler=scheduler
+        tokenizer=tokenizer,
+        text_encoder=text_encoder,
+        transformer=transformer,
+        transformer_2=expert(),
+        vae=vae,
+        scheduler=scheduler,
+        boundary_ratio=boundary_ratio,
     )
 
 
@@ -107,6 +130,18 @@ PRESETS: dict[str, tuple[str, dict]] = {
     "tiny-wan-random": (
         "random tiny Wan (4 layers, dim 128) for fast tests",
         dict(num_layers=4, num_heads=4, head_dim=32, ffn_dim=256, text_dim=64, in_channels=8),
+    ),
+    "tiny-wan2.2-random": (
+        "random tiny Wan 2.2 A14B-style pipeline: two expert transformers (4 layers, dim 128), boundary 0.875",
+        dict(
+            num_layers=4,
+            num_heads=4,
+            head_dim=32,
+            ffn_dim=256,
+            text_dim=64,
+            in_channels=8,
+            boundary_ratio=0.875,
+        ),
     ),
     "wan2.1-1.3b-arch": (
         "Wan2.1-T2V-1.3B transformer width (30 layers, dim 1536, 12 heads, ffn 8960), random weights",

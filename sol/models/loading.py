@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from sol.errors import SolError
-from sol.models.base import Fingerprint, ModelAdapter, adapter_for, fingerprint
+from sol.models.base import Fingerprint, ModelAdapter, adapter_for, denoisers, fingerprint
 from sol.models.builders import PRESETS, build_preset
 
 ASSETS = Path(__file__).parent / "assets"
@@ -163,7 +163,8 @@ def load_model(
         )
     pipe = loaded.pipe
     if dtype != torch.float32 and not loaded.trained:
-        pipe.transformer.to(dtype)
+        for _name, transformer in denoisers(pipe):
+            transformer.to(dtype)
     pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     return loaded

@@ -1,21 +1,27 @@
-"""Wan (2.1 / 2.2) adapter: ``WanTransformer3DModel`` inside ``WanPipeline``."""
+"""Wan (2.1 / 2.2) adapter: ``WanTransformer3DModel`` inside ``WanPipeline``.
+
+Wan 2.2 A14B pipelines hold two experts: ``transformer`` for high-noise steps (timestep >=
+``boundary_ratio`` x 1000) and ``transformer_2`` for the rest; both are denoisers here.
+"""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from sol.models.base import (
-    BLOCK_RESIDUALS,
-    CROSS_ATTENTION,
-    LINEAR_LAYERS,
-    PRUNABLE_TOKENS,
-    STEP_MODULATION,
-    SWAPPABLE_ATTENTION,
-    BlockIO,
-    ModelAdapter,
-    register_adapter,
-)
+from sol.hooks.core import ArgRef
+from sol.models.base import BlockIO, Capability, ModelAdapter, register_adapter
+
+
+def _rope(hidden_states: torch.Tensor, freqs_cos: torch.Tensor, freqs_sin: torch.Tensor) -> torch.Tensor:
+    """``WanAttnProcessor``'s rotary embedding, op for op (interleaved pairs)."""
+    x1, x2 = hidden_states.unflatten(-1, (-1, 2)).unbind(-1)
+    cos = freqs_cos[..., 0::2]
+    sin = freqs_sin[..., 1::2]
+    out = torch.empty_like(hidden_states)
+    out[..., 0::2] = x1 * cos - x2 * sin
+    out[..., 1::2] = x1 * sin + x2 * cos
+    return out.type_as(hidden_states)
 
 
 @register_adapter
@@ -23,20 +29,27 @@ class WanAdapter(ModelAdapter):
     family = "wan"
     capabilities = frozenset(
         {
-            SWAPPABLE_ATTENTION,
-            CROSS_ATTENTION,
-            BLOCK_RESIDUALS,
-            PRUNABLE_TOKENS,
-            LINEAR_LAYERS,
-            STEP_MODULATION,
+            Capability.SWAPPABLE_ATTENTION,
+            Capability.SELF_ATTENTION_QKV,
+            Capability.CROSS_ATTENTION,
+            Capability.BLOCK_RESIDUALS,
+            Capability.PRUNABLE_TOKENS,
+            Capability.LINEAR_LAYERS,
+            Capability.STEP_MODULATION,
         }
     )
-    # WanTransformerBlock.forward(hidden_states, encoder_hidden_states, temb, rotary_emb) -> hidden_states
+    # WanTransformerBlock.forward(hidden_states, encoder_hidden_states, temb, rotary_emb) -> hidden_states.
+    # temb is [B, 6, D] (per sample), or [B, S, 6, D] on Wan 2.2 TI2V (per token).
     block_io = BlockIO(
         args=("hidden_states", "encoder_hidden_states", "temb", "rotary_emb"),
         returns="hidden_states",
         hidden_states_layout="[B, S, D], S = frames * (H/ph) * (W/pw) in (t, h, w) raster order",
+        per_token=("hidden_states", "rotary_emb", "temb"),
     )
+    input_argument = ArgRef("hidden_states", 0)
+    timestep_argument = ArgRef("timestep", 1)
+    text_argument = ArgRef("encoder_hidden_states", 2)
+    denoiser_attributes = ("transformer", "transformer_2")
 
     @classmethod
     def matches(cls, transformer: nn.Module) -> bool:
@@ -52,23 +65,63 @@ class WanAdapter(ModelAdapter):
         return {f"blocks.{i}.attn2": b.attn2 for i, b in enumerate(self.transformer.blocks)}
 
     def call_probes(self) -> dict[str, list[nn.Module]]:
-        """Modules whose calls mean work really ran (see ``sol.bench.runner.count_calls``)."""
+        """Modules whose calls mean work really ran (see ``sol.bench.runner.Probes``)."""
         blocks = list(self.transformer.blocks)
         return {
             "transformer": [self.transformer],
-            "blocks": [b.ffn for b in blocks],
-            # norm_q, not the attention module: a cache that hooks the module's forward (diffusers'
-            # PAB) still goes through its __call__ when it returns a cached output.
-            "self_attention": [b.attn1.norm_q for b in blocks],
-            "cross_attention": [b.attn2.norm_q for b in blocks],
-            "text_kv_projection": [b.attn2.to_k for b in blocks],
-        }
+            "blocks": blocks,
+            "self_attention": [b.attn1 for b in blocks],
+            "cross_attention": [b.attn2 for b in blocks],
+            "text_kv_projection": [b.attn2.to_kv if getattr(b.attn2, "fused_projections", False) else b.attn2.to_k
+                                   for b in blocks],
+        }  # fmt: skip
 
-    def patch_grid(self, latent_shape: tuple[int, ...]) -> tuple[int, int, int]:
+    def token_grid(self, input_shape: tuple[int, ...]) -> tuple[int, int, int]:
         """Token grid (frames, height, width) for latents of shape [B, C, F, H, W]."""
         pt, ph, pw = self.transformer.config.patch_size
-        _, _, f, h, w = latent_shape
+        _, _, f, h, w = input_shape
         return f // pt, h // ph, w // pw
+
+    def select_tokens(self, name: str, value, index: torch.Tensor):
+        if name == "temb" and value is not None and value.ndim != 4:
+            return value  # per-sample modulation (Wan 2.1 / T2V): shared by every token
+        return super().select_tokens(name, value, index)
+
+    # --- attention, as WanAttnProcessor computes it ---------------------------------------------
+
+    def self_attention_qkv(self, attn: nn.Module, hidden_states: torch.Tensor, rotary_emb=None):
+        if attn.fused_projections:
+            query, key, value = attn.to_qkv(hidden_states).chunk(3, dim=-1)
+        else:
+            query, key, value = attn.to_q(hidden_states), attn.to_k(hidden_states), attn.to_v(hidden_states)
+        query = attn.norm_q(query).unflatten(2, (attn.heads, -1))
+        key = attn.norm_k(key).unflatten(2, (attn.heads, -1))
+        value = value.unflatten(2, (attn.heads, -1))
+        if rotary_emb is not None:
+            query = _rope(query, *rotary_emb)
+            key = _rope(key, *rotary_emb)
+        return query, key, value
+
+    def attend(self, processor, query, key, value, attention_mask=None, *, cross=False) -> torch.Tensor:
+        from diffusers.models.attention_dispatch import dispatch_attention_fn
+
+        return dispatch_attention_fn(
+            query,
+            key,
+            value,
+            attn_mask=attention_mask,
+            dropout_p=0.0,
+            is_causal=False,
+            backend=getattr(processor, "_attention_backend", None),
+            # As WanAttnProcessor: context parallelism applies to self-attention only.
+            parallel_config=None if cross else getattr(processor, "_parallel_config", None),
+        )
+
+    def attention_output(self, attn: nn.Module, out: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+        out = out.flatten(2, 3).type_as(query)
+        return attn.to_out[1](attn.to_out[0](out))
+
+    # --- caching --------------------------------------------------------------------------------
 
     def modulated_input(
         self, block: nn.Module, hidden_states: torch.Tensor, temb: torch.Tensor
@@ -102,18 +155,6 @@ class WanAdapter(ModelAdapter):
 
     def cross_attention_from_kv(self, attn: nn.Module, processor, hidden_states, key, value) -> torch.Tensor:
         """The rest of ``WanAttnProcessor.__call__`` for text-only cross-attention, op for op."""
-        from diffusers.models.attention_dispatch import dispatch_attention_fn
-
         query = attn.norm_q(attn.to_q(hidden_states)).unflatten(2, (attn.heads, -1))
-        out = dispatch_attention_fn(
-            query,
-            key,
-            value,
-            attn_mask=None,
-            dropout_p=0.0,
-            is_causal=False,
-            backend=getattr(processor, "_attention_backend", None),
-            parallel_config=None,
-        )
-        out = out.flatten(2, 3).type_as(query)
-        return attn.to_out[1](attn.to_out[0](out))
+        out = self.attend(processor, query, key, value, cross=True)
+        return self.attention_output(attn, out, query)
