@@ -40,7 +40,7 @@ class RunOutcome:
 def default_skills() -> list[str]:
     from sol.skills import skills_by_family
 
-    return sorted(f for f in skills_by_family() if f != "test")
+    return sorted(skills_by_family())
 
 
 def start(
@@ -63,9 +63,9 @@ def start(
 ) -> RunOutcome:
     """Validate everything cheap first (no run folder for bad input), then run the graph."""
     from sol.agent.jobs import EFFORT
-    from sol.bench.workload import load_workload
     from sol.hardware import resolve
     from sol.quality.gate import get_budget
+    from sol.workload import load_workload
 
     hw = resolve(gpu)
     wl = load_workload(workload)

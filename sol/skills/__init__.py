@@ -1,9 +1,10 @@
 """Techniques: one package per skill family, registered through :mod:`sol.skills.base`."""
 
+from sol.hooks import Handle, Installation
 from sol.skills.base import (
     EXCLUSIVE_SEAMS,
     Applied,
-    Handle,
+    Phase,
     Seam,
     SearchContext,
     Skill,
@@ -15,12 +16,15 @@ from sol.skills.base import (
     registered_kinds,
     skill_for,
     skills_by_family,
+    unregister_skill,
 )
 
 __all__ = [
     "EXCLUSIVE_SEAMS",
     "Applied",
     "Handle",
+    "Installation",
+    "Phase",
     "SearchContext",
     "Seam",
     "Skill",
@@ -32,4 +36,5 @@ __all__ = [
     "registered_kinds",
     "skill_for",
     "skills_by_family",
+    "unregister_skill",
 ]

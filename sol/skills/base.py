@@ -1,22 +1,25 @@
-"""The skill framework: technique configs, seams, the registry, the effect check.
+"""The skill framework: technique configs, seams, phases, the registry, the effect check.
 
 A skill is a technique config type (frozen pydantic data with a ``kind``), the seams it
-reads and writes, the capabilities it needs, a search space, and ``apply`` -> handle with
-``revert``. Skills register by decorator keyed on their config type; the plan loader and
-the runtime know techniques only through this registry (no isinstance chains elsewhere).
+reads and writes, the phase it applies in, the capabilities it needs, the optional packages
+it imports, a search space, and ``apply`` -> handle with ``revert``. Skills register by
+decorator keyed on their config type; the plan loader and the runtime know techniques only
+through this registry (no isinstance chains elsewhere).
 """
 
 from __future__ import annotations
 
 import enum
 import hashlib
-from collections.abc import Iterable
+import importlib.util
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from sol.errors import ConflictError, SolError
+from sol.hooks.core import Handle
 
 
 class Seam(enum.StrEnum):
@@ -27,6 +30,7 @@ class Seam(enum.StrEnum):
     STEP_OUTPUT = "step_output"  # whether the transformer runs at a step, or its output is reused
     LINEAR_PRECISION = "linear_precision"  # the numeric format of linear layers
     BLOCK_OUTPUT = "block_output"  # whether blocks run, or their residuals are reused
+    ATTENTION_OUTPUT = "attention_output"  # whether attention runs, or its last output is reused
     TEXT_KV = "text_kv"  # cross-attention keys/values of the prompt
     KERNEL_FUSION = "kernel_fusion"  # fused or compiled kernels for op chains
     # diffusers' CacheMixin holds one cache config per model (enable_cache refuses a second one)
@@ -37,6 +41,27 @@ class Seam(enum.StrEnum):
 EXCLUSIVE_SEAMS = frozenset(
     {Seam.ATTENTION_BACKEND, Seam.TOKEN_SET, Seam.STEP_OUTPUT, Seam.LINEAR_PRECISION, Seam.DIFFUSERS_CACHE}
 )
+
+
+class Phase(enum.IntEnum):
+    """When a technique applies; lower first, so later phases wrap what earlier ones left.
+
+    See the table in ``docs/skills.md``. Within one phase, a technique may not read a seam that
+    another technique of the same phase writes (their order would decide the result).
+    """
+
+    WEIGHTS = 10  # linear precision: replaces modules (quantization)
+    KERNELS = 20  # fused or compiled op chains inside blocks (fusion)
+    ATTENTION = 30  # self-attention processors (sparse attention)
+    TOKENS = 40  # which tokens run inside blocks (token pruning)
+    TEXT = 70  # cross-attention keys/values of the prompt (text K/V reuse)
+    STEPS = 80  # hooks that skip whole blocks or steps (step and block caches)
+
+
+# The evaluator counts work with probes installed after this phase: outside every compiled
+# region (earlier phases), inside every cache (later phases).
+PROBE_AFTER = Phase.KERNELS
+GPU_EXTRA = "pip install 'sol[gpu]'"
 
 
 class TechniqueConfig(BaseModel):
@@ -65,38 +90,33 @@ def _compact(value: Any) -> str:
     return str(value)
 
 
-class Handle:
-    """What ``apply`` returns; ``revert()`` restores the pipeline (idempotent)."""
-
-    def __init__(self, revert_fn=None):
-        self._revert_fn = revert_fn
-        self.reverted = False
-
-    def revert(self) -> None:
-        if not self.reverted:
-            if self._revert_fn is not None:
-                self._revert_fn()
-            self.reverted = True
-
-
 class Skill:
     """A technique: subclass, set the class attributes, implement ``apply``; register it.
 
-    ``phase`` orders composition (lower applies first): weights (quantization) before
-    attention backends before token sets before caches that wrap whole blocks or steps.
+    ``phase`` (a :class:`Phase`) orders composition. ``apply`` is called once per denoising
+    transformer of the pipeline (``adapter`` is that transformer's; Wan 2.2 has two).
+    ``packages`` are import names of optional dependencies the technique needs at apply time:
+    import them inside ``apply``, never at module level, so the skill stays registered (and says
+    what to install) where they are missing.
     """
 
     config_type: ClassVar[type[TechniqueConfig]]
     name: ClassVar[str]  # the skill family, e.g. "cache" — one agent per family
     reads: ClassVar[frozenset[Seam]] = frozenset()
     writes: ClassVar[frozenset[Seam]] = frozenset()
-    requires: ClassVar[frozenset[str]] = frozenset()
-    phase: ClassVar[int] = 50
+    requires: ClassVar[frozenset[str]] = frozenset()  # Capability values
+    phase: ClassVar[Phase] = Phase.STEPS
+    packages: ClassVar[tuple[str, ...]] = ()
+    install_hint: ClassVar[str] = GPU_EXTRA
     # False: apply changes weights in place; the evaluator restores them between candidates.
     reversible: ClassVar[bool] = True
 
     def apply(self, pipe, config: TechniqueConfig, adapter) -> Handle:
         raise NotImplementedError
+
+    def missing_packages(self) -> list[str]:
+        """Optional packages this technique needs that are not installed here."""
+        return [p for p in self.packages if importlib.util.find_spec(p) is None]
 
     def search_space(self, context: SearchContext) -> list[TechniqueConfig]:
         """Candidate configs for screening, cheap first. ``context`` says model, hardware, workload."""
@@ -111,7 +131,11 @@ class Skill:
         raise NotImplementedError
 
     def available(self, hardware) -> str | None:
-        """Why this technique cannot run on ``hardware`` (None when it can)."""
+        """Why this technique cannot run on ``hardware`` (None when it can); by default, the
+        optional packages it lacks. Overrides should call ``super().available(hardware)``."""
+        missing = self.missing_packages()
+        if missing:
+            return f"needs the {', '.join(missing)} package{'s' if len(missing) > 1 else ''}: {self.install_hint}"
         return None
 
     def unavailable_options(self, hardware) -> dict[str, str]:
@@ -169,6 +193,14 @@ def register_skill(config_type: type[TechniqueConfig]):
     return deco
 
 
+def unregister_skill(config_type: type[TechniqueConfig]) -> None:
+    """Remove a registered technique (tests register throw-away skills in fixtures)."""
+    _SKILLS.pop(config_type, None)
+    kind = config_type.model_fields["kind"].default
+    if _KINDS.get(kind) is config_type:
+        del _KINDS[kind]
+
+
 def _load_builtin_skills() -> None:
     # Import for the side effect of registration; one line per technique package.
     import sol.skills.builtin  # noqa: F401
@@ -222,15 +254,18 @@ def config_from_dict(data: Any) -> TechniqueConfig:
 def compose(configs: Iterable[TechniqueConfig], adapter=None) -> list[TechniqueConfig]:
     """The effect check: refuse conflicts, return configs in application (phase) order.
 
-    Two techniques writing one exclusive seam are refused with a message naming both and
-    the seam; a technique needing a capability the model lacks is refused likewise.
+    Refused, with a message naming both techniques and the seam:
+    - two techniques writing one exclusive seam;
+    - within one phase, a technique reading a seam another one writes (the result would
+      depend on their order);
+    and a technique needing a capability the model lacks.
     """
     configs = list(configs)
     writers: dict[Seam, TechniqueConfig] = {}
     for c in configs:
         skill = skill_for(c)
         if adapter is not None:
-            missing = sorted(skill.requires - adapter.capabilities)
+            missing = sorted(str(x) for x in skill.requires - set(adapter.capabilities))
             if missing:
                 raise ConflictError(
                     f"{c.kind} needs the model capability {', '.join(missing)}, which {adapter.family}"
@@ -248,6 +283,17 @@ def compose(configs: Iterable[TechniqueConfig], adapter=None) -> list[TechniqueC
                 )
                 raise ConflictError(f"{other.kind} and {c.kind} both write {which}; keep one of them")
             writers[seam] = c
+    for a in configs:
+        for b in configs:
+            sa, sb = skill_for(a), skill_for(b)
+            if a is b or sa.phase != sb.phase:
+                continue
+            seams = sorted(s.value for s in sa.writes & sb.reads)
+            if seams:
+                raise ConflictError(
+                    f"{a.kind} writes the {seams[0]} seam that {b.kind} reads, in the same phase"
+                    f" ({Phase(sa.phase).name.lower()}): their order would decide the result; keep one of them"
+                )
     order = {id(c): i for i, c in enumerate(configs)}
     return sorted(configs, key=lambda c: (skill_for(c).phase, order[id(c)]))
 
@@ -262,13 +308,49 @@ class Applied:
         while self.handles:
             self.handles.pop().revert()
 
+    def counters(self) -> dict[str, float]:
+        """Every technique's own counters, summed by name (over experts)."""
+        out: dict[str, float] = {}
+        for h in self.handles:
+            for k, v in h.counters().items():
+                out[k] = out.get(k, 0.0) + float(v)
+        return out
 
-def apply_all(pipe, configs: Iterable[TechniqueConfig], adapter) -> Applied:
-    """Check, order and apply techniques; on failure, revert what was applied and re-raise."""
+
+def require_packages(config: TechniqueConfig) -> None:
+    """Refuse, in one line, a technique whose optional packages are missing here."""
+    skill = skill_for(config)
+    missing = skill.missing_packages()
+    if missing:
+        raise SolError(
+            f"technique {config.kind!r} needs the {', '.join(missing)} package"
+            f"{'s' if len(missing) > 1 else ''}, which is not installed: {skill.install_hint}"
+        )
+
+
+def apply_all(
+    pipe, configs: Iterable[TechniqueConfig], adapter, *, instrument: Callable[[], Handle] | None = None
+) -> Applied:
+    """Check, order and apply techniques to every denoiser; on failure, revert what was applied.
+
+    ``instrument`` (the evaluator's work probes) runs once, after the :data:`PROBE_AFTER` phase,
+    and its handle joins the others: probes then sit outside compiled regions and inside every
+    cache, and are removed in their place in the reverse order.
+    """
     applied = Applied()
+    experts = getattr(adapter, "experts", None) or [adapter]
     try:
-        for c in compose(configs, adapter):
-            applied.handles.append(skill_for(c).apply(pipe, c, adapter))
+        ordered = compose(configs, adapter)
+        for c in ordered:
+            require_packages(c)
+        for c in ordered:
+            if instrument is not None and skill_for(c).phase > PROBE_AFTER:
+                applied.handles.append(instrument())
+                instrument = None
+            for expert in experts:
+                applied.handles.append(skill_for(c).apply(pipe, c, expert))
+        if instrument is not None:
+            applied.handles.append(instrument())
     except BaseException:
         applied.revert()
         raise

@@ -1,14 +1,13 @@
-"""Every built-in technique package, imported once so its skills register."""
+"""Every built-in technique package, imported once so its skills register.
+
+A package imports its optional third-party dependencies (triton, torchao, …) inside ``apply``
+and declares them in ``Skill.packages``: it registers everywhere and says what to install where
+they are missing. An import error here is a bug in Sol, never swallowed.
+"""
 
 import importlib
 
 PACKAGES = ("cache", "quantization")
 
 for _name in PACKAGES:
-    try:
-        importlib.import_module(f"sol.skills.{_name}")
-    except ModuleNotFoundError as e:
-        # An optional third-party dependency missing must not take the other skills down
-        # (plans naming its kinds then say the kind is unknown); a broken Sol import must.
-        if (e.name or "").startswith("sol.") and e.name != f"sol.skills.{_name}":
-            raise
+    importlib.import_module(f"sol.skills.{_name}")

@@ -58,7 +58,7 @@ def test_a_broken_technique_search_does_not_sink_its_family(tiny, tiny_workload)
 
     from sol.hardware import detect
     from sol.integrator.skill_search import search_skill
-    from sol.skills import SearchContext, Skill, TechniqueConfig, register_skill
+    from sol.skills import SearchContext, Skill, TechniqueConfig, register_skill, unregister_skill
 
     class Broken(TechniqueConfig):
         kind: Literal["test.broken_search"] = "test.broken_search"
@@ -73,6 +73,9 @@ def test_a_broken_technique_search_does_not_sink_its_family(tiny, tiny_workload)
         def examples(self):
             return [Broken()]
 
-    ev = Evaluator(tiny, tiny_workload, repeats=1, warmup=0, timing=False)
-    front = search_skill("test", SearchContext(tiny.adapter, detect(), tiny_workload), ev)
-    assert "boom" in front.unavailable["test.broken_search"]
+    try:
+        ev = Evaluator(tiny, tiny_workload, repeats=1, warmup=0, timing=False)
+        front = search_skill("test", SearchContext(tiny.adapter, detect(), tiny_workload), ev)
+        assert "boom" in front.unavailable["test.broken_search"]
+    finally:
+        unregister_skill(Broken)
