@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sol.bench.runner import TimeLimitExceeded, check_finite, count_calls, generate
+from sol.bench.runner import Probes, TimeLimitExceeded, check_finite, count_calls, generate
 from sol.bench.timing import interleaved, measure
-from sol.bench.workload import Workload
 from sol.errors import SolError
 from sol.skills.base import TechniqueConfig, apply_all, compose, skill_for
+from sol.workload import Workload
 
 
 @dataclass
@@ -36,8 +36,10 @@ class CandidateResult:
     baseline_s: float | None = None
     latency_s: float | None = None
     fidelity: dict = field(default_factory=dict)
-    calls: dict = field(default_factory=dict)
+    calls: dict = field(default_factory=dict)  # probe counts: work that really ran
     baseline_calls: dict = field(default_factory=dict)
+    work: dict = field(default_factory=dict)  # the techniques' own counters (tokens kept, density…)
+    first_run_s: float | None = None  # first generation after apply: includes compiles and lazy init
     outputs: list[str] = field(default_factory=list)
     eval_s: float = 0.0
 
@@ -68,17 +70,39 @@ def _is_oom(e: BaseException) -> bool:
     return isinstance(e, MemoryError | torch.cuda.OutOfMemoryError) or "out of memory" in str(e).lower()
 
 
+def _copy_module(module, share_weights: bool):
+    """A copy of ``module`` whose hooks, processors and submodules are its own; with
+    ``share_weights`` its parameters and buffers are the original's (no memory)."""
+    if not share_weights:
+        return copy.deepcopy(module)
+    memo = {id(t): t for t in (*module.parameters(), *module.buffers())}
+    return copy.deepcopy(module, memo)
+
+
+def candidate_pipeline(pipe, adapter, *, share_weights: bool):
+    """A pipeline beside ``pipe`` whose denoisers are copies (see :func:`_copy_module`), and its
+    adapter. Techniques applied to it leave ``pipe`` untouched, so the baseline and the candidate
+    run side by side (interleaved timing) and the candidate is applied exactly once."""
+    clone = copy.copy(pipe)  # a new __dict__: per-call attributes the pipeline sets stay apart
+    for expert in adapter.experts:
+        clone.__dict__[expert.name] = _copy_module(expert.transformer, share_weights)
+    from sol.models.base import adapter_for
+
+    return clone, adapter_for(clone)
+
+
 class Evaluator:
     """Evaluates stacks of techniques on one loaded model and one workload.
 
-    The baseline's outputs are computed once; each candidate is timed interleaved with the
-    baseline (A B A B …) in this process. Reversible skills are toggled on the one pipeline
-    (apply/revert outside the timed region); a stack with an irreversible skill (one that
-    rewrites weights, e.g. quantization) runs on a copy of the transformer, so the original
-    weights are never touched and need no reload.
+    The baseline's outputs are computed once. Each candidate is applied once, to a copy of the
+    pipeline's denoisers (parameters shared, unless a skill rewrites weights), so the baseline
+    and the candidate coexist: the candidate's first generation gives its outputs, its work
+    counts (probes inside every cache, outside compiled regions, plus the techniques' own
+    counters) and its warm-up time (compiles included); then both are timed interleaved
+    (A B A B …) in this process, and the candidate is reverted once.
 
     >>> ev = Evaluator(loaded, load_workload("smoke"))  # doctest: +SKIP
-    >>> ev.evaluate([TextKVCache()]).speedup  # doctest: +SKIP
+    >>> ev.evaluate([TextKVCacheConfig()]).speedup  # doctest: +SKIP
     """
 
     def __init__(
@@ -126,17 +150,6 @@ class Evaluator:
             paths.append(str(p))
         return paths
 
-    def _candidate_pipe(self, configs: list[TechniqueConfig]):
-        """The pipeline (and its adapter) to apply ``configs`` to: the original, or a copy of
-        it with its own transformer when a skill is irreversible."""
-        if all(skill_for(c).reversible for c in configs):
-            return self.pipe, self.adapter, False
-        components = dict(self.pipe.components)
-        components["transformer"] = copy.deepcopy(self.pipe.transformer)
-        clone = type(self.pipe)(**components)
-        clone.set_progress_bar_config(disable=True)
-        return clone, type(self.adapter)(clone.transformer), True
-
     def evaluate(self, configs: list[TechniqueConfig], *, tag: str | None = None) -> CandidateResult:
         t_start = time.perf_counter()
         configs = list(configs)
@@ -150,18 +163,25 @@ class Evaluator:
         self._n += 1
         tag = tag or f"cand{self._n:03d}"
         applied = None
+        probes: list[Probes] = []
         try:
             configs = compose(configs, self.adapter)
-            pipe, adapter, copied = self._candidate_pipe(configs)
+            share = all(skill_for(c).reversible for c in configs)
+            pipe, adapter = candidate_pipeline(self.pipe, self.adapter, share_weights=share)
             # Generous: it stops pathological candidates, not slightly slow ones on a busy machine.
             limit = max(30.0, self.time_limit_factor * self.baseline_timing.median_s)
-            applied = apply_all(pipe, configs, adapter)
-            with (
-                torch.no_grad(),
-                count_calls(adapter) as c,
-            ):
+
+            def instrument():
+                probes.append(Probes(adapter))
+                return probes[-1]
+
+            applied = apply_all(pipe, configs, adapter, instrument=instrument)
+            t0 = time.perf_counter()
+            with torch.no_grad():
                 outputs = generate(pipe, self.workload, time_limit_s=limit)
-            result.calls = dict(c)
+            result.first_run_s = time.perf_counter() - t0
+            result.calls = dict(probes[0].counts)
+            result.work = applied.counters()
             bad = check_finite(outputs)
             if bad:
                 result.reason = bad
@@ -169,7 +189,7 @@ class Evaluator:
             result.fidelity = _fidelity(self.baseline_outputs, outputs)
             result.outputs = self._save(tag, outputs)
             if self.timing:
-                result = self._time(result, pipe, copied, applied, configs)
+                result = self._time(result, pipe)
             result.ok = True
         except SolError as e:
             result.reason = str(e)
@@ -187,35 +207,15 @@ class Evaluator:
             result.eval_s = time.perf_counter() - t_start
         return result
 
-    def _time(self, result: CandidateResult, pipe, copied: bool, applied, configs) -> CandidateResult:
-        state = {"applied": applied}
-
-        def to_baseline():
-            if not copied and state["applied"] is not None:
-                state["applied"].revert()
-                state["applied"] = None
-
-        def to_candidate():
-            if not copied and state["applied"] is None:
-                state["applied"] = apply_all(pipe, configs, self.adapter)
-
+    def _time(self, result: CandidateResult, pipe) -> CandidateResult:
         def run_candidate():
             with torch.no_grad():
                 generate(pipe, self.workload)
 
-        try:
-            with self.lease():
-                cmp = interleaved(
-                    self._run_baseline,
-                    run_candidate,
-                    warmup=self.warmup,
-                    repeats=self.repeats,
-                    setup_a=to_baseline,
-                    setup_b=to_candidate,
-                )
-        finally:
-            if state["applied"] is not None and state["applied"] is not applied:
-                state["applied"].revert()
+        # The candidate carries its work probes; the baseline gets the same for the timing, so
+        # the two pay the same (tiny) bookkeeping.
+        with self.lease(), count_calls(self.adapter):
+            cmp = interleaved(self._run_baseline, run_candidate, warmup=self.warmup, repeats=self.repeats)
         result.speedup = cmp.speedup
         result.baseline_s = cmp.a.median_s
         result.latency_s = cmp.b.median_s

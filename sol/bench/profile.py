@@ -11,7 +11,7 @@ import torch
 
 from sol.bench.runner import generate
 from sol.bench.timing import peak_memory_mb, reset_peak_memory, sync
-from sol.bench.workload import Workload
+from sol.workload import Workload
 
 ATTENTION_NAMES = (
     "scaled_dot_product",

@@ -1,4 +1,4 @@
-"""Run a workload on a pipeline: outputs, call counts, and a time limit."""
+"""Run a workload on a pipeline: outputs, work probes, and a time limit."""
 
 from __future__ import annotations
 
@@ -10,7 +10,10 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from sol.bench.workload import Workload
+from sol.hooks import Installation, ModelHook, hooked
+from sol.workload import Workload
+
+PROBE_HOOK = "sol_work_probe"
 
 
 class TimeLimitExceeded(RuntimeError):
@@ -67,20 +70,52 @@ def check_finite(videos: list[np.ndarray]) -> str | None:
     return None
 
 
-@contextlib.contextmanager
-def count_calls(adapter) -> Iterator[Counter]:
+class _Probe(ModelHook):
+    """Counts the calls that reach a module's own forward (inside every cache hook)."""
+
+    def __init__(self, counts: Counter, name: str):
+        super().__init__()
+        self.counts, self.name = counts, name
+
+    def new_forward(self, module, *args, **kwargs):
+        # Inside a region torch.compile traces, a count would be traced once or not at all: no
+        # count is better than a wrong one (compiled regions must not hold probe points).
+        if not torch.compiler.is_compiling():
+            self.counts[self.name] += 1
+        return self.fn_ref.original_forward(*args, **kwargs)
+
+
+class Probes(Installation):
     """Count what actually ran: transformer calls, blocks, self/cross attention, text K/V projections.
 
-    Probes sit on modules that only run when the work really happens (a skipped block
-    never calls its feed-forward), so caches that bypass work show up as fewer calls.
+    Probes are diffusers hooks on the modules the adapter names (``call_probes``), on every
+    denoiser. Installed *before* a cache's hooks they sit inside them, so a block a cache skips
+    never reaches its probe; ``apply_all(..., instrument=...)`` installs them at that point
+    (after weights and kernels, before attention, token and step techniques).
+
+    >>> probes = Probes(adapter)  # doctest: +SKIP
+    >>> generate(pipe, workload); probes.counts["blocks"]  # doctest: +SKIP
     """
-    counts: Counter = Counter()
-    handles = []
-    for name, modules in adapter.call_probes().items():
-        for m in modules:
-            handles.append(m.register_forward_pre_hook(lambda *_a, _n=name: counts.update([_n])))
+
+    def __init__(self, adapter):
+        super().__init__("work probes")
+        self.counts: Counter = Counter()
+        for expert in getattr(adapter, "experts", None) or [adapter]:
+            for name, modules in expert.call_probes().items():
+                for m in modules:
+                    if not hooked(m, PROBE_HOOK):
+                        self.hook(m, _Probe(self.counts, name), PROBE_HOOK, root=expert.transformer)
+
+
+@contextlib.contextmanager
+def count_calls(adapter) -> Iterator[Counter]:
+    """Probes for the duration of a block, on a pipeline with no technique applied (the baseline).
+
+    With techniques applied, install :class:`Probes` through ``apply_all(..., instrument=...)``
+    instead: probes registered after a cache's hooks would sit outside them and count skipped work.
+    """
+    probes = Probes(adapter)
     try:
-        yield counts
+        yield probes.counts
     finally:
-        for h in handles:
-            h.remove()
+        probes.revert()

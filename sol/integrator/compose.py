@@ -7,6 +7,9 @@ techniques interact.
 
 Search: greedy stacking by marginal gain per quality cost (log-speedup gained per dB of
 PSNR lost, predicted), then local moves along each part's own front, within ``max_evals``.
+A stack may hold several techniques of one family when the effect check accepts them
+(text K/V reuse beside a step cache); lossless parts (PSNR = inf) are tried on top of the
+best stack at the end and kept when they do not slow it down.
 """
 
 from __future__ import annotations
@@ -114,9 +117,14 @@ class Integrator:
         exclude: tuple[str, ...] = (),
         progress=None,
     ):
-        # A point that is not faster than the baseline has nothing to add to a stack.
+        # A point that is not faster than the baseline has nothing to add to a stack, unless it is
+        # exact (lossless parts are tried on top of the best stack and kept only if not slower).
         self.fronts = {
-            fam: [r for r in pareto_front(rs) if r.psnr >= min_psnr and (r.speedup or 0) > MIN_GAIN]
+            fam: [
+                r
+                for r in pareto_front(rs)
+                if r.psnr >= min_psnr and ((r.speedup or 0) > MIN_GAIN or math.isinf(r.psnr))
+            ]
             for fam, rs in fronts.items()
             if fam not in exclude
         }
@@ -173,13 +181,14 @@ class Integrator:
         best, parts = max(singles, key=lambda s: s[0].result.speedup or 0)
         # 2. Greedy stacking: add the part with the best predicted gain per dB lost.
         while len(self._seen) < self.max_evals:
-            used = {p.family for p in parts}
             options = []
             for fam, front in self.fronts.items():
-                if fam in used:
-                    continue
                 for r in front:
+                    if any(p.result.label == r.label for p in parts) or math.isinf(r.psnr):
+                        continue  # lossless parts join at the end (4.)
                     trial = [*parts, Part(fam, r)]
+                    if not self._composes(trial):
+                        continue
                     speed, psnr = predict(trial)
                     if psnr < self.min_psnr:
                         continue
@@ -211,4 +220,22 @@ class Integrator:
                         break
                 if changed or len(self._seen) >= self.max_evals:
                     break
+        # 4. Lossless parts (exact: PSNR inf) on top of the best stack, kept when not slower.
+        for fam, front in self.fronts.items():
+            for r in front:
+                if not math.isinf(r.psnr) or any(p.result.label == r.label for p in parts):
+                    continue
+                trial = [*parts, Part(fam, r)]
+                if not self._composes(trial) or len(self._seen) >= self.max_evals:
+                    continue
+                comp = self._evaluate(trial)
+                if self._passes(comp) and (comp.result.speedup or 0) >= (best.result.speedup or 0):
+                    best, parts = comp, trial
         return self.out
+
+    def _composes(self, parts: list[Part]) -> bool:
+        try:
+            compose([c for p in parts for c in p.configs], self.evaluator.adapter)
+        except ConflictError:
+            return False
+        return True

@@ -148,7 +148,7 @@ def test_gpu_only_scheme_on_cpu_is_a_clear_error_and_changes_nothing(tiny):
     pipe = _clone_pipe(tiny.pipe)
     before = _state(pipe.transformer)
     with pytest.raises(SolError) as err:
-        quantize(pipe, QuantizeLinear(scheme="torchao_fp8"), tiny.adapter)
+        quantize(pipe, QuantizeLinear(scheme="torchao_fp8"))
     msg = str(err.value)
     assert "\n" not in msg and "torchao_fp8" in msg and "CUDA" in msg and "int8_dynamic" in msg
     assert _same_state(before, _state(pipe.transformer))
@@ -162,9 +162,9 @@ def test_gpu_only_scheme_is_a_failed_candidate_not_a_crash(ev):
 
 def test_quantizing_twice_is_refused(tiny):
     pipe = _clone_pipe(tiny.pipe)
-    quantize(pipe, QuantizeLinear(scheme="int8_dynamic"), tiny.adapter)
+    quantize(pipe, QuantizeLinear(scheme="int8_dynamic"))
     with pytest.raises(SolError, match="already quantized"):
-        quantize(pipe, QuantizeLinear(scheme="int8_dynamic"), tiny.adapter)
+        quantize(pipe, QuantizeLinear(scheme="int8_dynamic"))
 
 
 def test_apply_swaps_only_the_selected_layers(tiny):
@@ -172,7 +172,7 @@ def test_apply_swaps_only_the_selected_layers(tiny):
     cfg = QuantizeLinear(
         scheme="int8_dynamic", include=[r"re:blocks\.\d+\.ffn\..*"], exclude=["blocks.0.ffn.net.2"]
     )
-    done = quantize(pipe, cfg, tiny.adapter)
+    done = quantize(pipe, cfg)
     layers = dict(pipe.transformer.named_modules())
     assert done and all(".ffn." in n for n in done) and "blocks.0.ffn.net.2" not in done
     for n, m in layers.items():
@@ -243,7 +243,7 @@ def test_plan_reapplied_in_a_fresh_process_gives_the_measured_outputs(tiny, tiny
     fresh = np.load(out)
     # Same process, same config on a copy: bit-identical to the fresh process.
     pipe = _clone_pipe(tiny.pipe)
-    quantize(pipe, cfg, tiny.adapter)
+    quantize(pipe, cfg)
     from sol.bench.runner import generate
 
     with torch.no_grad():
