@@ -27,7 +27,6 @@ import torch
 from sol.bench.evaluate import CandidateResult, Evaluator
 from sol.bench.runner import count_calls, generate
 from sol.bench.timing import interleaved
-from sol.bench.workload import load_workload
 from sol.hardware import detect
 from sol.integrator.pareto import pareto_front
 from sol.integrator.skill_search import search_skill
@@ -41,6 +40,7 @@ from sol.skills.cache import (
     DiffusersTaylorSeerConfig,
 )
 from sol.skills.cache.step_output import CALIBRATION_NOTE
+from sol.workload import load_workload
 
 DEFAULT_OUT = Path(__file__).parent / "results" / "cache_skill.json"
 

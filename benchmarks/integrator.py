@@ -74,7 +74,7 @@ def main() -> None:
     min_psnr = float(json.loads(next(run_dir.glob("candidates-*.json")).read_text())["budget"]["min_psnr"])
     single = best_single(run_dir, min_psnr)
     loaded = load_model(spec["model"], layers=spec.get("layers"))
-    from sol.bench.workload import load_workload
+    from sol.workload import load_workload
 
     wl = load_workload(spec["workload"])
     ev = Evaluator(loaded, wl, repeats=args.repeats, warmup=1)

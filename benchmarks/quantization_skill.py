@@ -28,8 +28,8 @@ import torch
 
 
 def _workload(model: str, args):
-    from sol.bench.workload import Workload, load_workload
     from sol.models.builders import PRESETS
+    from sol.workload import Workload, load_workload
 
     if args.workload:
         wl = load_workload(args.workload)

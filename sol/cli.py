@@ -91,7 +91,7 @@ def profile_cmd(
 ) -> None:
     """Profile a baseline generation: time by stage and by op class inside the transformer."""
     from sol.bench.profile import profile_pipeline
-    from sol.bench.workload import load_workload
+    from sol.workload import load_workload
 
     wl = load_workload(workload)
     loaded, hw = _load(model, gpu, layers, allow_pickle)
@@ -134,7 +134,7 @@ def generate_cmd(
     force: Annotated[bool, typer.Option("--force", help="apply a plan made for another model")] = False,
 ) -> None:
     """Generate one video (sizes default to the workload's), optionally with a plan applied."""
-    from sol.bench.workload import load_workload
+    from sol.workload import load_workload
 
     _check_mp4(out)
     wl = load_workload(
@@ -368,10 +368,22 @@ def apply_cmd(
     _generate_video(loaded, wl, out, p, force)
 
 
+def _use_report_renderer() -> None:
+    """Runs render their report with ``sol.report`` (orchestration never imports the interfaces)."""
+    try:
+        from sol.agent.reporting import set_renderer
+        from sol.report import build_report
+    except ImportError:  # no optimize extra: no runs to report on either
+        return
+    set_renderer(build_report)
+
+
 def main() -> None:
     """Entry point: run the app, turning SolError into one line."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub
     from sol.hardware import configure_cpu_threads
+
+    _use_report_renderer()
 
     configure_cpu_threads()
     warnings.filterwarnings("ignore", category=FutureWarning)

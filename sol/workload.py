@@ -1,7 +1,7 @@
 """Workloads: the typed, named description of what is measured.
 
 A workload fixes everything that changes latency or output: prompts, seeds, frames, size,
-steps, guidance. Named workloads ship in ``sol/bench/workloads/*.json``; a user may pass
+steps, guidance. Named workloads ship in ``sol/workloads/*.json``; a user may pass
 the path of a JSON file of the same shape.
 """
 

@@ -13,9 +13,12 @@ warnings.filterwarnings("ignore", message=".*weights are not in this checkout.*"
 
 
 def pytest_configure(config):
+    from sol.agent.reporting import set_renderer
     from sol.hardware import configure_cpu_threads
+    from sol.report import build_report
 
     configure_cpu_threads()
+    set_renderer(build_report)  # as the CLI and the review app do
 
 
 @pytest.fixture(scope="session")
@@ -29,7 +32,7 @@ def tiny():
 @pytest.fixture(scope="session")
 def tiny_workload():
     """Seconds on the tiny model: 5 frames, 32x32, 3 steps, CFG on."""
-    from sol.bench.workload import Workload
+    from sol.workload import Workload
 
     return Workload(
         name="tiny",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -34,19 +35,26 @@ def write_json(path: Path, data: Any) -> Path:
     return path
 
 
+# The local executor runs agents as threads of one process; diffusers' from_pretrained uses a
+# process-wide "empty weights" context (accelerate), so two loads at once fail ("Cannot copy out
+# of meta tensor"). Loads are serialised; each agent still gets its own copy of the model.
+_LOAD_LOCK = threading.Lock()
+
+
 def _setup(spec: dict):
-    from sol.bench.workload import load_workload
     from sol.hardware import configure_cpu_threads, resolve
     from sol.models import load_model
+    from sol.workload import load_workload
 
     configure_cpu_threads()
     hw = resolve(spec.get("gpu", "auto"))
-    loaded = load_model(
-        spec["model"],
-        layers=spec.get("layers"),
-        allow_pickle=spec.get("allow_pickle", False),
-        device=hw.torch_device,
-    )
+    with _LOAD_LOCK:
+        loaded = load_model(
+            spec["model"],
+            layers=spec.get("layers"),
+            allow_pickle=spec.get("allow_pickle", False),
+            device=hw.torch_device,
+        )
     return loaded, load_workload(spec["workload"]), hw
 
 

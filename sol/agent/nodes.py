@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from langgraph.types import Command, Send, interrupt
 
+from sol.agent import jobs
 from sol.agent.jobs import write_json
 from sol.agent.state import RunState
 from sol.cluster.executor import Executor, JobFailed
@@ -42,7 +43,7 @@ class Nodes:
     # --- profile --------------------------------------------------------------------------
     def profile(self, state: RunState) -> dict:
         spec = state["spec"]
-        self.executor.run("profile", spec, name="profile")
+        self.executor.run(jobs.profile, spec, name="profile")
         return {"profile": str(Path(spec["run_dir"]) / "profile.json"), "status": "searching"}
 
     def fan_out(self, state: RunState) -> list[Send] | str:
@@ -56,7 +57,7 @@ class Nodes:
     def skill_agent(self, payload: dict) -> dict:
         family = payload["family"]
         try:
-            out = self.executor.run("skill_search", payload["spec"], family, name=f"skill-{family}")
+            out = self.executor.run(jobs.skill_search, payload["spec"], family, name=f"skill-{family}")
         except JobFailed as e:
             return {"failed": {family: str(e)}}
         return {"fronts": {family: out["path"]}}
@@ -70,7 +71,7 @@ class Nodes:
         fronts = state.get("fronts", {})
         try:
             out = self.executor.run(
-                "integrate", spec, fronts, settings, name=f"integrator-{settings['round']}"
+                jobs.integrate, spec, fronts, settings, name=f"integrator-{settings['round']}"
             )
         except JobFailed as e:
             return {"settings": settings, "status": f"integrator failed: {e}", "integration": ""}
@@ -142,8 +143,7 @@ class Nodes:
     def report(self, state: RunState) -> dict:
         from sol.agent.reporting import write_report
 
-        html, md = write_report(state)
-        return {"report": {"html": str(html), "markdown": str(md)}, "status": "awaiting approval"}
+        return {"report": write_report(state), "status": "awaiting approval"}
 
     # --- approval -------------------------------------------------------------------------
     def approval(self, state: RunState) -> Command:
@@ -198,12 +198,7 @@ class Nodes:
 
         decision = state.get("decision") or {}
         if decision.get("action") != "approve":
-            html, md = write_report(state)
-            return {
-                "status": "finished: no candidate passed the gate",
-                "report": {"html": str(html), "markdown": str(md)},
-            }
+            return {"status": "finished: no candidate passed the gate", "report": write_report(state)}
         plan_path = export_plan(state)
         state = {**state, "plan": str(plan_path)}
-        html, md = write_report(state)
-        return {"plan": str(plan_path), "report": {"html": str(html), "markdown": str(md)}, "status": "done"}
+        return {"plan": str(plan_path), "report": write_report(state), "status": "done"}

@@ -1,12 +1,28 @@
-"""Turn a run's files into the report's input and the exported plan."""
+"""Turn a run's files into the report's input and the exported plan.
+
+Rendering belongs to the interfaces layer (``sol.report``), which orchestration never imports:
+an interface registers its renderer with :func:`set_renderer` (the CLI and the review app do).
+Without one, the report step writes the run summary as JSON only.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 from sol.agent.state import RunState
+
+# (run summary, run folder) -> (report.html, summary.md)
+Renderer = Callable[[dict, Path], tuple[Path, Path]]
+_renderer: Renderer | None = None
+
+
+def set_renderer(fn: Renderer | None) -> None:
+    """Use ``fn`` (e.g. ``sol.report.build_report``) to render every report from now on."""
+    global _renderer
+    _renderer = fn
 
 
 def _load(path: str | None) -> dict:
@@ -54,23 +70,29 @@ def run_summary(state: RunState) -> dict:
 
 
 def _workload_dict(spec: dict) -> dict:
-    from sol.bench.workload import load_workload
+    from sol.workload import load_workload
 
     return load_workload(spec["workload"]).model_dump(mode="json")
 
 
-def write_report(state: RunState) -> tuple[Path, Path]:
-    from sol.report import build_report
+def write_report(state: RunState) -> dict[str, str]:
+    """``summary.json`` always; ``report.html`` and ``summary.md`` through the registered renderer."""
+    from sol.agent.jobs import write_json
 
     run_dir = Path(state["spec"]["run_dir"])
-    return build_report(run_summary(state), run_dir)
+    summary = run_summary(state)
+    out = {"summary": str(write_json(run_dir / "summary.json", summary))}
+    if _renderer is not None:
+        html, md = _renderer(summary, run_dir)
+        out.update(html=str(html), markdown=str(md))
+    return out
 
 
 def export_plan(state: RunState) -> Path:
     """plan.json for the approved candidate, with the approval record."""
-    from sol.bench.workload import load_workload
     from sol.plan import Approval, HardwareRef, Measured, ModelRef, Plan, library_versions
     from sol.skills.base import config_from_dict
+    from sol.workload import load_workload
 
     spec = state["spec"]
     decision = state["decision"]

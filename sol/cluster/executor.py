@@ -1,14 +1,16 @@
 """Executors run agent jobs: in this process, or each in its own Ray actor.
 
-A job is a function of ``sol.agent.jobs`` called with small JSON arguments; results are
-small JSON too (big data goes to the run folder). A Ray actor that dies is retried once on a
-fresh actor, then its job is reported as failed; the run goes on without it.
+A job is a module-level function (the agent's ``sol.agent.jobs``; Ray pickles it by reference,
+so this package never imports the agent) called with small JSON arguments and a ``lease``
+keyword; results are small JSON too (big data goes to the run folder). A Ray actor that dies
+is retried once on a fresh actor, then its job is reported as failed; the run goes on without it.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from typing import Any
 
 from sol.cluster.lease import LeaseServer, RayLease, ThreadLease
@@ -24,17 +26,19 @@ class JobFailed(RuntimeError):
 class Executor:
     kind = "base"
 
-    def run(self, job: str, spec: dict, *args, name: str | None = None) -> Any:
+    def run(self, job: Callable[..., Any], spec: dict, *args, name: str | None = None) -> Any:
         raise NotImplementedError
 
     def shutdown(self) -> None:
         pass
 
 
-def _call(job: str, spec: dict, args: tuple, lease) -> Any:
-    from sol.agent import jobs
+def _call(job: Callable[..., Any], spec: dict, args: tuple, lease) -> Any:
+    return job(spec, *args, lease=lease)
 
-    return getattr(jobs, job)(spec, *args, lease=lease)
+
+def _job_name(job) -> str:
+    return getattr(job, "__name__", str(job))
 
 
 class LocalExecutor(Executor):
@@ -51,7 +55,7 @@ class LocalExecutor(Executor):
         except SolError:
             raise
         except Exception as e:
-            raise JobFailed(f"{job} failed: {type(e).__name__}: {e}") from e
+            raise JobFailed(f"{_job_name(job)} failed: {type(e).__name__}: {e}") from e
 
 
 class RayExecutor(Executor):
@@ -96,7 +100,7 @@ class RayExecutor(Executor):
         import ray
         from ray.exceptions import RayActorError
 
-        name = name or job
+        name = name or _job_name(job)
         last = None
         for attempt in (1, 2):
             actor = self._agent_cls.options(
@@ -115,7 +119,7 @@ class RayExecutor(Executor):
                 if isinstance(cause, SolError):
                     raise cause from None
                 raise JobFailed(
-                    f"{job} failed: {str(cause).splitlines()[0] if str(cause) else type(cause).__name__}"
+                    f"{_job_name(job)} failed: {str(cause).splitlines()[0] if str(cause) else type(cause).__name__}"
                 ) from None
             finally:
                 try:

@@ -76,7 +76,7 @@ def test_pause_at_approval_then_approve_from_another_process(tmp_path, workload)
 import numpy as np, sol, torch, json
 from sol.models import load_model
 from sol.bench.runner import generate
-from sol.bench.workload import parse_workload
+from sol.workload import parse_workload
 plan = sol.load_plan({str(out.run_dir / "plan.json")!r})
 m = load_model("tiny-wan-random")
 h = sol.apply_plan(m.pipe, plan)

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from sol.bench.workload import list_workloads, load_workload
 from sol.errors import SolError
+from sol.workload import list_workloads, load_workload
 
 
 def test_shipped_workloads_load():

@@ -17,9 +17,11 @@ without them.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib.util
 import warnings
+from collections.abc import Iterator
 from typing import ClassVar
 
 import torch
@@ -249,3 +251,30 @@ def speed_schemes(hardware) -> list[str]:
 def unavailable(hardware) -> dict[str, str]:
     """Scheme -> why it cannot run on ``hardware`` (the search's evidence of what it left out)."""
     return {n: why for n, s in SCHEMES.items() if (why := s.available(hardware))}
+
+
+# --- putting modules in place --------------------------------------------------------------------
+
+
+def _parent(root: nn.Module, name: str) -> tuple[nn.Module, str]:
+    path, _, leaf = name.rpartition(".")
+    return (root.get_submodule(path) if path else root), leaf
+
+
+def swap(root: nn.Module, replacements: dict[str, nn.Module]) -> dict[str, nn.Module]:
+    """Put ``replacements`` at their qualified names; returns the modules they displaced."""
+    old = {}
+    for name, module in replacements.items():
+        parent, leaf = _parent(root, name)
+        old[name] = getattr(parent, leaf)
+        setattr(parent, leaf, module)
+    return old
+
+
+@contextlib.contextmanager
+def swapped(root: nn.Module, replacements: dict[str, nn.Module]) -> Iterator[None]:
+    old = swap(root, replacements)
+    try:
+        yield
+    finally:
+        swap(root, old)

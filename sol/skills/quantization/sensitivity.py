@@ -31,9 +31,8 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from sol.bench.timing import interleaved
 from sol.skills.quantization.config import prefix_pattern
-from sol.skills.quantization.schemes import Scheme
+from sol.skills.quantization.schemes import Scheme, swap, swapped  # noqa: F401  (swap: re-exported)
 
 # A layer counts as faster quantized only beyond this ratio: per-layer timings on a shared
 # 2-core machine wobble by a few percent, and a layer that is not clearly faster only costs fidelity.
@@ -189,30 +188,6 @@ def group_pattern(group: str, members: list[str]) -> str:
 # --- swapping ----------------------------------------------------------------------------------
 
 
-def _parent(root: nn.Module, name: str) -> tuple[nn.Module, str]:
-    path, _, leaf = name.rpartition(".")
-    return (root.get_submodule(path) if path else root), leaf
-
-
-def swap(root: nn.Module, replacements: dict[str, nn.Module]) -> dict[str, nn.Module]:
-    """Put ``replacements`` at their qualified names; returns the modules they displaced."""
-    old = {}
-    for name, module in replacements.items():
-        parent, leaf = _parent(root, name)
-        old[name] = getattr(parent, leaf)
-        setattr(parent, leaf, module)
-    return old
-
-
-@contextlib.contextmanager
-def swapped(root: nn.Module, replacements: dict[str, nn.Module]) -> Iterator[None]:
-    old = swap(root, replacements)
-    try:
-        yield
-    finally:
-        swap(root, old)
-
-
 # --- the scan ----------------------------------------------------------------------------------
 
 
@@ -312,6 +287,8 @@ def time_layers(
     multi-threaded op waits for a scheduler slice (~4-8 ms measured here for a 128x128 layer
     that computes in 0.03 ms), so single calls measure the scheduler, not the layer.
     """
+    from sol.bench.timing import interleaved  # search-time only: the runtime never imports sol.bench
+
     out: dict[str, LayerSpeed] = {}
     cache: dict[tuple, LayerSpeed] = {}
     for name, lin in linears.items():

@@ -28,14 +28,17 @@ too (``report``, ``candidates``, ``predicted_rel_err``, ``refine``) and lands in
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sol.errors import SolError
-from sol.models.base import LINEAR_LAYERS
-from sol.skills.base import Handle, Seam, SearchContext, Skill, register_skill
+from sol.hooks import Handle
+from sol.models.base import Capability
+from sol.skills.base import Phase, Seam, SearchContext, Skill, register_skill
 from sol.skills.quantization import schemes as S
-from sol.skills.quantization import sensitivity
 from sol.skills.quantization.config import KIND, REGEX_PREFIX, QuantizeLinear, QuantRule
+
+if TYPE_CHECKING:  # the scan is search-time code (it times layers): imported where it runs
+    from sol.skills.quantization import sensitivity
 
 NOTES_KEY = "quantization"  # context.notes[NOTES_KEY]: the scan's evidence (small JSON)
 
@@ -54,26 +57,21 @@ def _hardware_of(transformer):
     return detect()
 
 
-def _adapter_for_pipe(pipe, adapter):
-    # The evaluator applies irreversible skills to a copy of the transformer but passes the
-    # original's adapter: always work on the pipeline's own transformer.
-    transformer = pipe.transformer
-    if adapter is not None and adapter.transformer is transformer:
-        return adapter
-    if adapter is not None:
-        return type(adapter)(transformer)
-    from sol.models.base import adapter_for
-
-    return adapter_for(pipe)
-
-
 def quantize(pipe, config: QuantizeLinear, adapter=None) -> dict[str, str]:
-    """Swap the selected linear layers of ``pipe.transformer``; returns name -> scheme.
+    """Swap the selected linear layers of one denoiser (``adapter``'s; default: every denoiser of
+    ``pipe``); returns name -> scheme (names of later experts prefixed ``transformer_2:`` …).
 
     >>> quantize(pipe, QuantizeLinear(scheme="int8_dynamic"))  # doctest: +SKIP
     {'blocks.0.attn1.to_q': 'int8_dynamic', ...}
     """
-    adapter = _adapter_for_pipe(pipe, adapter)
+    if adapter is None:
+        from sol.models.base import adapter_for
+
+        out = {}
+        for i, expert in enumerate(adapter_for(pipe).experts):
+            done = quantize(pipe, config, expert)
+            out.update(done if i == 0 else {f"{expert.name}:{k}": v for k, v in done.items()})
+        return out
     transformer = adapter.transformer
     if getattr(transformer, APPLIED_ATTR, None):
         raise SolError(
@@ -86,7 +84,7 @@ def quantize(pipe, config: QuantizeLinear, adapter=None) -> dict[str, str]:
     linears = adapter.linear_layers()
     plan = config.resolve(linears)
     replacements = {n: S.scheme(s).convert(linears[n], inplace=True) for n, s in plan.items()}
-    sensitivity.swap(transformer, replacements)
+    S.swap(transformer, replacements)
     setattr(transformer, APPLIED_ATTR, config.label())
     return plan
 
@@ -96,8 +94,8 @@ class QuantizationSkill(Skill):
     name = "quantization"
     reads = frozenset()
     writes = frozenset({Seam.LINEAR_PRECISION})
-    requires = frozenset({LINEAR_LAYERS})
-    phase = 10  # weights first: attention backends, token sets and caches wrap what it leaves
+    requires = frozenset({Capability.LINEAR_LAYERS})
+    phase = Phase.WEIGHTS  # weights first: attention backends, token sets and caches wrap what it leaves
     reversible = False
 
     def apply(self, pipe, config: QuantizeLinear, adapter) -> Handle:
@@ -136,6 +134,8 @@ class QuantizationSkill(Skill):
 
     def scan(self, context: SearchContext) -> sensitivity.Report:
         """Calibrate (pipeline if ``context.pipe`` is set, else synthetic) and scan; cached in notes."""
+        from sol.skills.quantization import sensitivity
+
         notes = context.notes.setdefault(NOTES_KEY, {})
         if "report" in notes:
             return sensitivity.Report.from_json(notes["report"])
@@ -187,6 +187,8 @@ class QuantizationSkill(Skill):
 
     def refine(self, context: SearchContext, results: list[Any]) -> list[QuantizeLinear]:
         """Fit video PSNR ~ offset - 20 log10(predicted drift) on screened mixes; add the k that just fits."""
+        from sol.skills.quantization import sensitivity
+
         notes = context.notes.get(NOTES_KEY, {})
         if "report" not in notes:
             return []
