@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from sol.hooks import Installation, ModelHook, hooked
+from sol.models.base import pipeline_video
 from sol.workload import Workload
 
 PROBE_HOOK = "sol_work_probe"
@@ -51,12 +52,12 @@ def generate(
     for prompt, seed in workload.runs:
         generator = torch.Generator("cpu").manual_seed(seed)
         out = pipe(
-            **workload.pipe_kwargs(prompt),
+            **workload.pipe_kwargs(prompt, pipe),
             generator=generator,
             output_type="np",
             callback_on_step_end=_step_guard(deadline, step_callback),
         )
-        videos.append(np.asarray(out.frames[0], dtype=np.float32))
+        videos.append(np.asarray(pipeline_video(pipe, out), dtype=np.float32))
         if progress is not None:
             progress()
     return videos

@@ -67,8 +67,8 @@ class StepTracker(ModelHook):
         self.state_manager = StateManager(_Nothing)  # receives the pipeline's cache context
         self.users = 0
         self.timestep = adapter.timestep_argument
-        self.hidden_states = adapter.input_argument
-        self.grid_fn = adapter.token_grid
+        # The grid comes from the call (some families pass packed tokens and the grid beside them).
+        self.grid_fn = adapter.call_token_grid
         self.context = ForwardContext()
         self._resetting = False
         self._forget()
@@ -122,8 +122,7 @@ class StepTracker(ModelHook):
         c.step = step
         c.num_steps = getattr(cc, "num_inference_steps", None) if cc is not None else None
         c.branch = cc.name if cc is not None else DEFAULT_BRANCH
-        hs = self.hidden_states.get(args, kwargs)
-        c.grid = self.grid_fn(tuple(hs.shape)) if isinstance(hs, torch.Tensor) else None
+        c.grid = self.grid_fn(args, kwargs)
         c.active = True
         try:
             return self.fn_ref.original_forward(*args, **kwargs)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -39,6 +40,75 @@ class Capability(enum.StrEnum):
     PRUNABLE_TOKENS = "prunable_tokens"  # per-token block arguments can be gathered with the tokens
     LINEAR_LAYERS = "linear_layers"  # nn.Linear layers that may be swapped (quantization)
     STEP_MODULATION = "step_modulation"  # timestep-modulated input visible for step caching
+
+
+@dataclass(frozen=True)
+class WorkloadRules:
+    """What a workload must satisfy to run on one pipeline (from its adapter and its VAE).
+
+    ``frame_step``: frames must be ``frame_step * k + 1`` (the VAE packs ``frame_step`` frames per
+    latent after the first); ``size_multiple``: height and width (VAE stride x patch size, or the
+    pipeline's own check); ``max_text_tokens``: the longest ``max_sequence_length`` the tokenizer
+    pads to (None when the pipeline fixes its own text length, said in ``text_length``);
+    ``guidance_scale``: set when the pipeline takes guidance from a component, not a call argument.
+    """
+
+    frame_step: int = 4
+    size_multiple: int = 16
+    max_text_tokens: int | None = None
+    text_length: str = "max_sequence_length tokens (prompts padded to it)"
+    guidance_scale: float | None = None
+
+    def describe(self) -> dict:
+        return {
+            "num_frames": f"{self.frame_step}k+1",
+            "height/width": f"multiples of {self.size_multiple}",
+            "text": self.text_length
+            + (f", at most {self.max_text_tokens}" if self.max_text_tokens is not None else ""),
+            **({"guidance_scale": self.guidance_scale} if self.guidance_scale is not None else {}),
+        }
+
+    def check(self, workload, family: str) -> None:
+        """Raise a one-line :class:`SolError` naming the first rule ``workload`` breaks."""
+        f = workload.num_frames
+        if (f - 1) % self.frame_step:
+            up = ((f - 1 + self.frame_step - 1) // self.frame_step) * self.frame_step + 1
+            raise SolError(
+                f"workload {workload.name!r}: num_frames={f} must be {self.frame_step}k+1 for {family}"
+                f" (its VAE packs {self.frame_step} frames per latent after the first); try {up}"
+            )
+        for name in ("height", "width"):
+            v = getattr(workload, name)
+            if v % self.size_multiple:
+                near = max(self.size_multiple, round(v / self.size_multiple) * self.size_multiple)
+                raise SolError(
+                    f"workload {workload.name!r}: {name}={v} must be a multiple of {self.size_multiple}"
+                    f" for {family}; try {near}"
+                )
+        if self.max_text_tokens is not None and workload.max_sequence_length > self.max_text_tokens:
+            raise SolError(
+                f"workload {workload.name!r}: max_sequence_length={workload.max_sequence_length} exceeds the"
+                f" {self.max_text_tokens} tokens {family}'s tokenizer pads to; lower it"
+            )
+        if self.guidance_scale is not None and workload.guidance_scale != self.guidance_scale:
+            raise SolError(
+                f"workload {workload.name!r}: guidance_scale={workload.guidance_scale} but {family} takes its"
+                f" guidance from the pipeline's guider ({self.guidance_scale}); set guidance_scale to"
+                f" {self.guidance_scale} in the workload, or change the pipeline's guider"
+            )
+
+
+def _vae_factors(pipe, temporal: tuple[str, ...], spatial: tuple[str, ...], default: tuple[int, int]):
+    """(temporal, spatial) compression of ``pipe``'s VAE from the attributes its pipeline class sets."""
+    t = next((getattr(pipe, a) for a in temporal if isinstance(getattr(pipe, a, None), int)), default[0])
+    s = next((getattr(pipe, a) for a in spatial if isinstance(getattr(pipe, a, None), int)), default[1])
+    return int(t), int(s)
+
+
+def tokenizer_max_length(pipe) -> int | None:
+    """The longest sequence ``pipe``'s tokenizer is configured for (None when it has no sane limit)."""
+    n = getattr(getattr(pipe, "tokenizer", None), "model_max_length", None)
+    return int(n) if isinstance(n, int) and 0 < n < 1_000_000 else None
 
 
 @dataclass(frozen=True)
@@ -120,6 +190,10 @@ class ModelAdapter:
     text_argument: ClassVar[ArgRef] = ArgRef("encoder_hidden_states", 2)
     # Pipeline attributes that hold denoising transformers, in order (missing or None ones skipped).
     denoiser_attributes: ClassVar[tuple[str, ...]] = ("transformer",)
+    # Why a capability is absent, for refusals and docs (``sol models``, docs/models.md).
+    capability_gaps: ClassVar[dict[Capability, str]] = {}
+    # The size multiple the pipeline itself checks (Wan: 16), whatever the VAE and patch give.
+    pipeline_size_multiple: ClassVar[int] = 1
 
     transformer: nn.Module = field(repr=False)
     name: str = "transformer"  # the pipeline attribute holding this transformer
@@ -230,10 +304,75 @@ class ModelAdapter:
         """
         return None
 
-    def cross_attention_from_kv(self, attn: nn.Module, processor, hidden_states, key, value) -> torch.Tensor:
+    def cross_attention_from_kv(
+        self, attn: nn.Module, processor, hidden_states, key, value, attention_mask=None
+    ) -> torch.Tensor:
         """``attn``'s output for ``hidden_states`` attending to ``key``/``value`` from :meth:`text_kv`;
-        bit-identical to ``processor`` computing them itself."""
+        bit-identical to ``processor`` computing them itself, ``attention_mask`` (the one the block
+        passes) applied as the processor applies it."""
         raise NotImplementedError(f"{self.family} cannot run cross-attention from cached keys and values")
+
+    # --- workloads -----------------------------------------------------------------------------
+
+    def workload_rules(self, pipe=None) -> WorkloadRules:
+        """The rules a workload must meet on ``pipe`` (frames and sizes from its VAE)."""
+        t, s = _vae_factors(pipe, ("vae_scale_factor_temporal",), ("vae_scale_factor_spatial",), (4, 8))
+        return WorkloadRules(
+            frame_step=t,
+            size_multiple=math.lcm(s * self.spatial_patch(), self.pipeline_size_multiple),
+            max_text_tokens=tokenizer_max_length(pipe),
+        )
+
+    def spatial_patch(self) -> int:
+        """Latent pixels per token along height and width (the transformer's patch size)."""
+        return 1
+
+    def check_workload(self, workload, pipe=None) -> None:
+        """Refuse, in one line naming the rule, a workload this model cannot run as given.
+
+        >>> adapter.check_workload(load_workload("smoke"), pipe)  # doctest: +SKIP
+        """
+        self.workload_rules(pipe).check(workload, self.family)
+
+    def pipe_kwargs(self, workload, prompt: str, pipe=None) -> dict:
+        """The pipeline call arguments for one prompt of ``workload`` (names differ per family)."""
+        return {
+            "prompt": prompt,
+            "negative_prompt": workload.negative_prompt,
+            "num_frames": workload.num_frames,
+            "height": workload.height,
+            "width": workload.width,
+            "num_inference_steps": workload.num_inference_steps,
+            "guidance_scale": workload.guidance_scale,
+            "max_sequence_length": workload.max_sequence_length,
+        }
+
+    def video_output(self, output):
+        """The first video ``[F, H, W, 3]`` of a pipeline call's output (``output_type="np"``)."""
+        return output.frames[0]
+
+    def call_token_grid(self, args: tuple, kwargs: dict) -> tuple[int, int, int] | None:
+        """Token grid of one transformer call (what the step tracker records); by default from the
+        input's shape. Families whose input is already packed read it from other arguments."""
+        hs = self.input_argument.get(args, kwargs)
+        return self.token_grid(tuple(hs.shape)) if isinstance(hs, torch.Tensor) else None
+
+    def example_inputs(self, workload, *, calls: int = 2, generator: torch.Generator | None = None):
+        """``calls`` synthetic transformer calls ``[(args, kwargs)]`` of ``workload``'s shapes, timesteps
+        spread over the schedule (quantization calibration without a pipeline)."""
+        raise NotImplementedError(f"{self.family} does not build example inputs")
+
+    def missing_reason(self, capability: Capability) -> str | None:
+        """Why this family lacks ``capability`` (None when it has it)."""
+        if capability in self.capabilities:
+            return None
+        return self.capability_gaps.get(capability, "not implemented for this family yet")
+
+    def text_kv_refusal(self) -> str | None:
+        """Why text K/V reuse cannot be exact on this model (None: it can, masks included)."""
+        if Capability.CROSS_ATTENTION not in self.capabilities:
+            return self.missing_reason(Capability.CROSS_ATTENTION)
+        return None
 
     def describe(self) -> dict:
         out = {
@@ -241,6 +380,7 @@ class ModelAdapter:
             "class": type(self.transformer).__name__,
             "blocks": len(self.blocks()),
             "capabilities": sorted(str(c) for c in self.capabilities),
+            "missing": {str(c): self.missing_reason(c) for c in Capability if c not in self.capabilities},
             "block_io": {
                 "args": list(self.block_io.args),
                 "returns": self.block_io.returns,
@@ -303,6 +443,21 @@ def _pipeline_denoiser_attributes(pipe) -> tuple[str, ...]:
     for cls in _ADAPTERS:
         names += [n for n in cls.denoiser_attributes if n not in names]
     return tuple(names)
+
+
+def pipeline_kwargs(pipe, workload, prompt: str) -> dict:
+    """``pipe``'s call arguments for one prompt of ``workload``, after the family's workload check.
+
+    >>> pipe(**pipeline_kwargs(pipe, load_workload("smoke"), "a red circle"))  # doctest: +SKIP
+    """
+    adapter = adapter_for(pipe)
+    adapter.check_workload(workload, pipe)
+    return adapter.pipe_kwargs(workload, prompt, pipe)
+
+
+def pipeline_video(pipe, output):
+    """The first video of ``pipe``'s output as its family returns it (``frames`` or ``video``)."""
+    return adapter_for(pipe).video_output(output)
 
 
 def adapter_for(pipe_or_transformer) -> ModelAdapter:

@@ -50,6 +50,7 @@ class WanAdapter(ModelAdapter):
     timestep_argument = ArgRef("timestep", 1)
     text_argument = ArgRef("encoder_hidden_states", 2)
     denoiser_attributes = ("transformer", "transformer_2")
+    pipeline_size_multiple = 16  # WanPipeline.check_inputs: height and width divisible by 16
 
     @classmethod
     def matches(cls, transformer: nn.Module) -> bool:
@@ -81,6 +82,29 @@ class WanAdapter(ModelAdapter):
         pt, ph, pw = self.transformer.config.patch_size
         _, _, f, h, w = input_shape
         return f // pt, h // ph, w // pw
+
+    def spatial_patch(self) -> int:
+        return int(self.transformer.config.patch_size[1])
+
+    def example_inputs(self, workload, *, calls: int = 2, generator: torch.Generator | None = None):
+        """Gaussian latents ``[1, C, F', H/8, W/8]`` (Wan's VAE: 4 frames and 8x8 pixels per latent) and
+        text states of the workload's length, timesteps spread over the schedule."""
+        cfg = self.transformer.config
+        param = next(self.transformer.parameters())
+        frames = (workload.num_frames - 1) // 4 + 1
+        shape = (1, cfg.in_channels, frames, workload.height // 8, workload.width // 8)
+        out = []
+        for i in range(calls):
+            kwargs = {
+                "hidden_states": torch.randn(shape, generator=generator).to(param),
+                "timestep": torch.tensor([1000.0 * (calls - i) / (calls + 1)]).to(param.device),
+                "encoder_hidden_states": torch.randn(
+                    (1, workload.max_sequence_length, cfg.text_dim), generator=generator
+                ).to(param),
+                "return_dict": False,
+            }
+            out.append(((), kwargs))
+        return out
 
     def select_tokens(self, name: str, value, index: torch.Tensor):
         if name == "temb" and value is not None and value.ndim != 4:
@@ -153,8 +177,11 @@ class WanAdapter(ModelAdapter):
         key = attn.norm_k(key)
         return key.unflatten(2, (attn.heads, -1)), value.unflatten(2, (attn.heads, -1))
 
-    def cross_attention_from_kv(self, attn: nn.Module, processor, hidden_states, key, value) -> torch.Tensor:
-        """The rest of ``WanAttnProcessor.__call__`` for text-only cross-attention, op for op."""
+    def cross_attention_from_kv(
+        self, attn: nn.Module, processor, hidden_states, key, value, attention_mask=None
+    ) -> torch.Tensor:
+        """The rest of ``WanAttnProcessor.__call__`` for text-only cross-attention, op for op (the
+        processor hands ``attention_mask`` to the attention call unchanged)."""
         query = attn.norm_q(attn.to_q(hidden_states)).unflatten(2, (attn.heads, -1))
-        out = self.attend(processor, query, key, value, cross=True)
+        out = self.attend(processor, query, key, value, attention_mask, cross=True)
         return self.attention_output(attn, out, query)

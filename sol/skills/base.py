@@ -267,9 +267,14 @@ def compose(configs: Iterable[TechniqueConfig], adapter=None) -> list[TechniqueC
         if adapter is not None:
             missing = sorted(str(x) for x in skill.requires - set(adapter.capabilities))
             if missing:
+                # The adapter says why (e.g. SANA-Video's linear attention has no q/k/v to sparsify).
+                from sol.models.base import Capability
+
+                why = getattr(adapter, "missing_reason", lambda _c: None)(Capability(missing[0]))
                 raise ConflictError(
                     f"{c.kind} needs the model capability {', '.join(missing)}, which {adapter.family}"
-                    f" ({type(adapter.transformer).__name__}) does not offer; drop {c.kind}"
+                    f" ({type(adapter.transformer).__name__}) does not offer{f': {why}' if why else ''};"
+                    f" drop {c.kind}"
                 )
         for seam in sorted(skill.writes & EXCLUSIVE_SEAMS):
             if seam in writers:

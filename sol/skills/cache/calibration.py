@@ -175,7 +175,7 @@ def calibrate(pipe, adapter, workload, *, prompts: int = 1) -> Calibration:
         with torch.no_grad():
             for prompt, seed in workload.runs[:prompts]:
                 pipe(
-                    **workload.pipe_kwargs(prompt),
+                    **workload.pipe_kwargs(prompt, pipe),
                     generator=torch.Generator("cpu").manual_seed(seed),
                     output_type="latent",
                 )

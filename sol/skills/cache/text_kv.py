@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+from sol.errors import SolError
 from sol.hooks import ArgRef, Installation, ModelHook, track_steps
 from sol.models.base import Capability
 from sol.skills.base import Phase, Seam, Skill, TechniqueConfig, register_skill
@@ -59,6 +60,7 @@ class TextKVStore:
         self.current: _Entry | None = None
         self.computed = 0  # K/V projections actually run (for tests and evidence)
         self.reused = 0
+        self.passed = 0  # calls left to the original processor (no text, or a module that cannot reuse)
 
     def select(self, raw) -> None:
         if raw is None:
@@ -117,28 +119,26 @@ class TextKVProcessor:
     def _attention_backend(self, value):
         self.inner._attention_backend = value
 
-    def __call__(
-        self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, rotary_emb=None, **kw
-    ):
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, *rest, **kw):
+        # ``rest``: what a family passes after the mask (Wan: rotary_emb; LTX-2: query and key RoPE),
+        # None on text cross-attention. The mask is the block's text mask: the cached keys and values
+        # depend on the text alone, and the adapter applies the mask at every call exactly as the
+        # processor does (``cross_attention_from_kv``), so masked cross-attention stays exact.
         entry = self.store.current
-        if (
-            entry is None
-            or encoder_hidden_states is None
-            or attention_mask is not None
-            or rotary_emb is not None
-            or kw
-        ):
-            return self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, rotary_emb, **kw)
+        if entry is None or encoder_hidden_states is None or any(r is not None for r in rest) or kw:
+            self.store.passed += 1  # not a text call this wrapper serves: counted, never hidden
+            return self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, *rest, **kw)
         kv = entry.kv.get(id(attn))
         if kv is None:
             kv = self.adapter.text_kv(attn, encoder_hidden_states)
             if kv is None:  # this module's cross-attention cannot take cached K/V (e.g. I2V)
-                return self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, rotary_emb)
+                self.store.passed += 1
+                return self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, *rest)
             entry.kv[id(attn)] = kv
             self.store.computed += 1
         else:
             self.store.reused += 1
-        return self.adapter.cross_attention_from_kv(attn, self.inner, hidden_states, *kv)
+        return self.adapter.cross_attention_from_kv(attn, self.inner, hidden_states, *kv, attention_mask)
 
 
 @register_skill(TextKVCacheConfig)
@@ -151,6 +151,9 @@ class TextKVCacheSkill(Skill):
 
     def apply(self, pipe, config: TextKVCacheConfig, adapter) -> Installation:
         transformer = adapter.transformer
+        refusal = adapter.text_kv_refusal()
+        if refusal is not None:  # the family decides; a reuse that cannot be exact is refused, never faked
+            raise SolError(f"{config.kind} cannot be exact on {adapter.family}: {refusal}")
         modules = adapter.cross_attention_modules()
         inst = Installation(config.kind)
         inst.refuse_foreign_processors(modules)
@@ -164,7 +167,11 @@ class TextKVCacheSkill(Skill):
         inst.on_revert(store.clear)
         track_steps(inst, adapter)
         inst.store = store  # evidence: how many projections ran / were reused
-        inst.counter_fn = lambda: {"text_kv_computed": store.computed, "text_kv_reused": store.reused}
+        inst.counter_fn = lambda: {
+            "text_kv_computed": store.computed,
+            "text_kv_reused": store.reused,
+            "text_kv_passed": store.passed,
+        }
         return inst
 
     def examples(self) -> list[TechniqueConfig]:

@@ -56,8 +56,9 @@ def _first_tensor(out):
     if isinstance(out, torch.Tensor):
         return out
     if isinstance(out, tuple | list):
-        return out[0]
-    return getattr(out, "sample", out)
+        return _first_tensor(out[0])  # Cosmos3 returns a list of per-item predictions first
+    sample = getattr(out, "sample", out)
+    return sample if sample is out else _first_tensor(sample)
 
 
 def _detach(obj):
@@ -121,30 +122,15 @@ def capture(pipe, adapter, workload, *, max_calls: int = 4) -> Calibration:
 
 
 def synthetic(adapter, workload, *, max_calls: int = 2) -> Calibration:
-    """Calibration without a pipeline: Gaussian latents and text states of the workload's shapes.
+    """Calibration without a pipeline: the adapter's example inputs of the workload's shapes
+    (Gaussian latents and text states, timesteps spread over the schedule).
 
-    Wan's VAE packs 4 frames and 8x8 pixels per latent; timesteps spread over the schedule.
     Real inputs are better (the drift depends on activation ranges); this keeps the scan
     usable when only the transformer is at hand.
     """
-    t = adapter.transformer
-    cfg = t.config
-    param = next(t.parameters())
     gen = torch.Generator("cpu").manual_seed(0)
-    frames = (workload.num_frames - 1) // 4 + 1
-    shape = (1, cfg.in_channels, frames, workload.height // 8, workload.width // 8)
-    calls = []
-    for i in range(max_calls):
-        kwargs = {
-            "hidden_states": torch.randn(shape, generator=gen).to(param),
-            "timestep": torch.tensor([1000.0 * (max_calls - i) / (max_calls + 1)]).to(param.device),
-            "encoder_hidden_states": torch.randn(
-                (1, workload.max_sequence_length, cfg.text_dim), generator=gen
-            ).to(param),
-            "return_dict": False,
-        }
-        calls.append(((), kwargs))
-    return _finish(t, adapter, calls, "synthetic")
+    calls = adapter.example_inputs(workload, calls=max_calls, generator=gen)
+    return _finish(adapter.transformer, adapter, calls, "synthetic")
 
 
 def _finish(transformer, adapter, calls, source) -> Calibration:
