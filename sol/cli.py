@@ -1,57 +1,342 @@
 """The ``sol`` command: parse, validate, call into the package. Thin on purpose.
 
 Every user error is one line on stderr (``error: …``) and exit code 2, never a traceback.
+
+Parsing is the standard library's argparse, so that ``sol --help``, ``models``, ``skills``,
+``profile``, ``generate`` and ``apply`` run on a no-extras install (``pip install sol``, what an
+inference server has). rich draws tables and progress bars where it is installed (the optimize
+extra brings it); plain text otherwise. ``optimize``, ``runs``, ``approve``, ``reject`` and
+``resume`` need the optimize extra and say so in one line where it is missing.
+
+>>> main(["generate", "--model", "tiny-wan-random", "--prompt", "a red circle", "--out", "v.mp4"])  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
+import argparse
+import importlib.util
 import json
 import os
 import sys
+import time
 import warnings
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
-
-import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from typing import Any
 
 from sol.errors import SolError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Sol: optimize video diffusion inference.")
-console = Console()
-err_console = Console(stderr=True)
+try:  # optional: nicer tables and progress bars where the optimize extra installed rich
+    from rich import box
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+except ImportError:
+    Console = None
 
-ModelOpt = Annotated[
-    str, typer.Option("--model", "-m", help="built-in name, preset, local folder, or cached hub id")
-]
-GpuOpt = Annotated[
-    str, typer.Option("--gpu", help="cpu, auto, or the GPU to tune for (h100, h200, a100, l40s…)")
-]
-WorkloadOpt = Annotated[str, typer.Option("--workload", "-w", help="smoke, default, long, or a JSON file")]
-LayersOpt = Annotated[
-    int | None, typer.Option("--layers", help="override the layer count of an architecture preset")
-]
-PickleOpt = Annotated[
-    bool, typer.Option("--allow-pickle", help="allow pickled .bin weights (they can run code)")
-]
+OPTIMIZE_EXTRA = "pip install 'sol[optimize]'"
+# Import names the optimize extra provides and the search needs (rich is optional, see above).
+OPTIMIZE_MODULES = ("ray", "langgraph", "langgraph.checkpoint.sqlite", "torchmetrics", "matplotlib")
+OPTIMIZE_COMMANDS = ("optimize", "resume", "runs", "approve", "reject")
+
+# A cell of a table: its text, or (text, style) where rich may colour it ("green", "red").
+Cell = str | tuple[str, str]
 
 
-@contextmanager
-def progress_bar(description: str, total: int | None):
-    """A rich progress bar; yields ``advance()``."""
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=False,
-    ) as p:
-        task = p.add_task(description, total=total)
-        yield lambda *_a, **_k: p.advance(task)
+class Output:
+    """Where the CLI writes: rich on a terminal where it is installed, plain text otherwise (same words).
+
+    >>> Output(use_rich=False).table(["a", "b"], [["1", ("ok", "green")]])  # doctest: +NORMALIZE_WHITESPACE
+    a  b
+    -  --
+    1  ok
+    """
+
+    def __init__(self, use_rich: bool | None = None):
+        # rich on a terminal only: piped output stays plain, grep-able and never folded at 80 columns
+        self.rich = (Console is not None and sys.stdout.isatty()) if use_rich is None else use_rich
+        if self.rich:
+            self._out, self._err = Console(), Console(stderr=True)
+
+    def em(self, value: Any) -> str:
+        """``value`` in bold where rich draws (escaped: a path may hold brackets)."""
+        return f"[bold]{escape(str(value))}[/]" if self.rich else str(value)
+
+    def lit(self, value: Any) -> str:
+        """``value`` as it is: rich would read ``[...]`` in it as markup."""
+        return escape(str(value)) if self.rich else str(value)
+
+    def print(self, text: str = "") -> None:
+        """A line on stdout; ``text`` may hold :meth:`em` parts."""
+        if self.rich:
+            self._out.print(text, soft_wrap=True)  # no line breaks inserted into paths when piped
+        else:
+            print(text, flush=True)
+
+    def note(self, text: str, mark: tuple[str, str] | None = None) -> None:
+        """A line on stderr, after an optional (symbol, style) mark such as ("✓", "green")."""
+        if self.rich:
+            prefix = f"[{mark[1]}]{mark[0]}[/] " if mark else ""
+            self._err.print(prefix + text, highlight=False)
+        else:
+            print((f"{mark[0]} " if mark else "") + text, file=sys.stderr, flush=True)
+
+    def error(self, message: str) -> None:
+        """The one ``error: …`` line a user error becomes."""
+        if self.rich:
+            self._err.print(f"[red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+        else:
+            print(f"error: {message}", file=sys.stderr, flush=True)
+
+    def table(self, columns: Sequence[str], rows: Sequence[Sequence[Cell]], title: str | None = None) -> None:
+        """A table on stdout; plain text pads columns to their widest cell."""
+        cells = [[c if isinstance(c, tuple) else (str(c), "") for c in row] for row in rows]
+        if self.rich:
+            t = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+            for col in columns:  # fold, never cut: a technique kind or a path must stay whole
+                t.add_column(col, overflow="fold")
+            for row in cells:
+                t.add_row(*(f"[{style}]{escape(text)}[/]" if style else escape(text) for text, style in row))
+            self._out.print(t)
+            return
+        cells = [
+            [(text.replace("\n", ", "), style) for text, style in row] for row in cells
+        ]  # one line a row
+        widths = [max([len(col)] + [len(row[i][0]) for row in cells]) for i, col in enumerate(columns)]
+        lines = [f"{title}:"] if title else []
+        lines.append("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
+        lines.append("  ".join("-" * w for w in widths))
+        for row in cells:
+            lines.append("  ".join(t.ljust(w) for (t, _), w in zip(row, widths, strict=True)).rstrip())
+        print("\n".join(lines), flush=True)
+
+    @contextmanager
+    def progress(self, description: str, total: int | None) -> Iterator[Callable[..., None]]:
+        """A progress bar on stderr; yields ``advance()`` (extra arguments are ignored)."""
+        if self.rich:
+            columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                       TimeElapsedColumn())  # fmt: skip
+            with Progress(*columns, console=self._err, transient=False) as p:
+                task = p.add_task(description, total=total)
+                yield lambda *_a, **_k: p.advance(task)
+            return
+        done, t0, tty = 0, time.perf_counter(), sys.stderr.isatty()
+
+        def advance(*_a, **_k) -> None:
+            nonlocal done
+            done += 1
+            if tty:  # a counter that rewrites itself; logs get the one final line only
+                print(f"\r{description} {done}/{total or '?'}", end="", file=sys.stderr, flush=True)
+
+        try:
+            yield advance
+        except BaseException:
+            if tty and done:  # end the counter's line before the error line
+                print(file=sys.stderr)
+            raise
+        lead = "\r" if tty else ""
+        print(
+            f"{lead}{description} {done}/{total or '?'} ({time.perf_counter() - t0:.1f} s)", file=sys.stderr
+        )
+
+    @contextmanager
+    def status(self, text: str) -> Iterator[None]:
+        """A spinner while something slow runs (without rich: a line on a terminal, nothing in logs)."""
+        if self.rich:
+            with self._err.status(escape(text)):
+                yield
+        else:
+            if sys.stderr.isatty():
+                print(text, file=sys.stderr, flush=True)
+            yield
+
+
+ui = Output()
+
+
+# ---------------------------------------------------------------- parsing
+
+
+class UsageError(Exception):
+    """A malformed command line (unknown option, missing argument, bad number)."""
+
+
+class _Help(argparse.RawDescriptionHelpFormatter):
+    """Shows a default where there is one worth showing (not None, not False)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        shown = not any(action.default is x for x in (None, False, argparse.SUPPRESS))  # 0 is shown
+        if shown and action.option_strings and "%(default)" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
+class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _Help)
+        kwargs.setdefault("allow_abbrev", False)  # `--lay 2` must not mean --layers
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str):  # argparse prints usage and exits; Sol prints one line
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+def _model(p: argparse.ArgumentParser, default: str | None = "sol-tiny-wan", help: str | None = None) -> None:
+    p.add_argument("--model", "-m", default=default, metavar="M",
+                   help=help or "built-in name, preset, local folder, or cached hub id")  # fmt: skip
+
+
+def _gpu(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--gpu", default="auto", metavar="G",
+                   help="cpu, auto, or the GPU to tune for (h100, h200, a100, l40s…)")  # fmt: skip
+
+
+def _workload(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workload", "-w", default="default", metavar="W",
+                   help="smoke, default, long, or a JSON file")  # fmt: skip
+
+
+def _model_loading(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--layers", type=int, metavar="N", help="override the layer count of an architecture preset"
+    )
+    p.add_argument(
+        "--allow-pickle", action="store_true", help="allow pickled .bin weights (they can run code)"
+    )
+
+
+def _runs_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--runs-dir", type=Path, default=Path("runs"), metavar="DIR", help="where run folders live"
+    )
+
+
+def _run_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", help="run id or folder")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line; each sub-command's ``func`` takes the parsed namespace.
+
+    >>> build_parser().parse_args(["skills", "--gpu", "cpu"]).gpu
+    'cpu'
+    """
+    parser = _Parser(
+        prog="sol",
+        description="Sol: optimize video diffusion inference.",
+        epilog="The optimize extra (pip install 'sol[optimize]') is needed by optimize, runs, approve,\n"
+        "reject and resume; the other commands run on a plain `pip install sol`.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands", parser_class=_Parser)
+
+    def command(name: str, func: Callable, doc: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=doc.split("\n")[0], description=doc)
+        p.set_defaults(func=func)
+        return p
+
+    command("models", models_cmd, "List built-in models and architecture presets.")
+
+    p = command(
+        "skills", skills_cmd, "List every technique: family, phase, seams written, and whether it runs here."
+    )
+    _gpu(p)
+
+    p = command(
+        "profile",
+        profile_cmd,
+        "Profile a baseline generation: time by stage and by op class inside the transformer.",
+    )
+    _model(p)
+    _gpu(p)
+    _workload(p)
+    _model_loading(p)
+    p.add_argument("--out", type=Path, metavar="PATH", help="JSON output path")
+
+    p = command(
+        "generate",
+        generate_cmd,
+        "Generate one video (sizes default to the workload's), optionally with a plan applied.",
+    )
+    p.add_argument("--prompt", "-p", required=True, help="what the video shows")
+    p.add_argument("--out", "-o", type=Path, required=True, metavar="PATH",
+                   help="output .mp4 (a .png frame strip is written beside)")  # fmt: skip
+    _model(p)
+    p.add_argument("--plan", type=Path, metavar="PATH", help="apply this plan.json first")
+    _gpu(p)
+    _workload(p)
+    p.add_argument("--frames", type=int, help="frame count (4k+1)")
+    p.add_argument("--height", type=int, help="height in pixels (a multiple of 16)")
+    p.add_argument("--width", type=int, help="width in pixels (a multiple of 16)")
+    p.add_argument("--steps", type=int, help="denoising steps")
+    p.add_argument("--guidance", type=float, help="classifier-free guidance scale")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+    _model_loading(p)
+    p.add_argument("--force", action="store_true", help="apply a plan made for another model")
+
+    p = command(
+        "optimize",
+        optimize_cmd,
+        "Find the fastest near-lossless stack of techniques for a model on this hardware.",
+    )
+    _model(p)
+    _gpu(p)
+    _workload(p)
+    p.add_argument("--budget", default="near-lossless", metavar="B",
+                   help="lossless, near-lossless, balanced, aggressive")  # fmt: skip
+    p.add_argument("--effort", default="standard", metavar="E", help="quick, standard, thorough")
+    p.add_argument("--skills", metavar="LIST", help="comma-separated skill families (default: all)")
+    p.add_argument("--approve", default="ask", metavar="HOW", help="ask (on a terminal), manual, or auto")
+    p.add_argument("--executor", default="ray", metavar="X", help="ray, or local (in-process, for debugging)")
+    p.add_argument("--ray-address", metavar="ADDR", help="join this Ray cluster")
+    _runs_dir(p)
+    _model_loading(p)
+    p.add_argument("--vbench-python", metavar="PATH", help="VBench's own interpreter")
+    p.add_argument("--checkpoint-url", metavar="URL", help="postgresql://… instead of SQLite")
+
+    p = command("resume", resume_cmd, "Continue a killed or interrupted run from its last checkpoint.")
+    _run_arg(p)
+    _runs_dir(p)
+
+    p = command("runs", runs_cmd, "List runs and their state.")
+    _runs_dir(p)
+
+    p = command("approve", approve_cmd, "Approve a candidate of a paused run and export its plan.")
+    _run_arg(p)
+    p.add_argument("--candidate", metavar="ID", help="candidate id (default: the best that passed)")
+    p.add_argument("--note", default="", help="a note kept with the approval")
+    _runs_dir(p)
+
+    p = command(
+        "reject", reject_cmd, "Reject with feedback; the integrator searches again under stricter settings."
+    )
+    _run_arg(p)
+    p.add_argument("--feedback", default="", metavar="TEXT",
+                   help="e.g. 'min_psnr=35 exclude=quantization too blurry'")  # fmt: skip
+    p.add_argument("--min-psnr", type=float, metavar="DB", help="the new PSNR floor")
+    p.add_argument("--budget", metavar="B", help="the new quality budget")
+    p.add_argument(
+        "--exclude", action="append", metavar="FAMILY", help="skill family to leave out (repeatable)"
+    )
+    p.add_argument("--prefer", metavar="ID", help="candidate id to start from")
+    p.add_argument("--candidate", metavar="ID", help="the candidate being rejected")
+    _runs_dir(p)
+
+    p = command(
+        "apply", apply_cmd, "Re-apply a plan in a fresh process and generate at the plan's workload sizes."
+    )
+    p.add_argument("plan", type=Path, help="plan.json exported by sol optimize")
+    p.add_argument("--prompt", "-p", required=True, help="what the video shows")
+    p.add_argument("--out", "-o", type=Path, required=True, metavar="PATH", help="output .mp4")
+    _model(p, default=None, help="default: the plan's model")
+    _gpu(p)
+    p.add_argument("--force", action="store_true", help="apply a plan made for another model")
+    return parser
+
+
+# ---------------------------------------------------------------- runtime commands (no extras)
 
 
 def _load(model: str, gpu: str, layers: int | None = None, allow_pickle: bool = False):
@@ -59,130 +344,171 @@ def _load(model: str, gpu: str, layers: int | None = None, allow_pickle: bool = 
     from sol.models import load_model
 
     hw = resolve(gpu)
-    with err_console.status(f"loading {model} …"):
+    with ui.status(f"loading {model} …"):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", UserWarning)
             loaded = load_model(model, layers=layers, allow_pickle=allow_pickle, device=hw.torch_device)
         for w in caught:
             if "trained weights are not in this checkout" in str(w.message):
-                err_console.print(f"[yellow]warning:[/] {w.message}")
+                ui.note(ui.lit(w.message), mark=("warning:", "yellow"))
     return loaded, hw
 
 
-@app.command("models")
-def models_cmd() -> None:
+def models_cmd(args: argparse.Namespace) -> None:
     """List built-in models and architecture presets."""
     from sol.models import list_models
 
-    table = Table("name", "kind", "description", "available")
-    for row in list_models():
-        table.add_row(row["name"], row["kind"], row["description"], "yes" if row["available"] else "no")
-    console.print(table)
+    rows = [
+        [r["name"], r["kind"], r["description"], "yes" if r["available"] else "no"] for r in list_models()
+    ]
+    ui.table(["name", "kind", "description", "available"], rows)
 
 
-@app.command("profile")
-def profile_cmd(
-    model: ModelOpt = "sol-tiny-wan",
-    gpu: GpuOpt = "auto",
-    workload: WorkloadOpt = "default",
-    layers: LayersOpt = None,
-    allow_pickle: PickleOpt = False,
-    out: Annotated[Path | None, typer.Option("--out", help="JSON output path")] = None,
-) -> None:
+def skills_cmd(args: argparse.Namespace) -> None:
+    """Every registered technique, read from the registry, and whether it runs on this hardware."""
+    from sol.hardware import resolve
+    from sol.skills.base import skills_by_family
+
+    hw = resolve(args.gpu)
+    rows, left_out = [], []
+    for family, skills in sorted(skills_by_family().items()):
+        for skill in sorted(skills, key=lambda s: (s.phase, s.config_type.model_fields["kind"].default)):
+            kind = skill.config_type.model_fields["kind"].default
+            why = skill.available(hw)
+            writes = "\n".join(sorted(str(s) for s in skill.writes)) or "-"
+            available: Cell = ("yes", "green") if why is None else (f"no: {why}", "red")
+            rows.append([family, kind, f"{skill.phase.name} ({int(skill.phase)})", writes, available])
+            left_out += [
+                f"  {kind} {option}: {reason}" for option, reason in skill.unavailable_options(hw).items()
+            ]
+    ui.table(["family", "kind", "phase", "writes", "available"], rows, title=f"skills on {hw.name}")
+    if left_out:
+        ui.print(f"options the search leaves out on {hw.name}:")
+        for line in left_out:
+            ui.print(ui.lit(line))
+
+
+def profile_cmd(args: argparse.Namespace) -> None:
     """Profile a baseline generation: time by stage and by op class inside the transformer."""
     from sol.bench.profile import profile_pipeline
     from sol.workload import load_workload
 
-    wl = load_workload(workload)
-    loaded, hw = _load(model, gpu, layers, allow_pickle)
-    with progress_bar(f"profiling {model} on {wl.name}", total=len(wl.runs)) as tick:
+    wl = load_workload(args.workload)
+    loaded, hw = _load(args.model, args.gpu, args.layers, args.allow_pickle)
+    with ui.progress(f"profiling {args.model} on {wl.name}", total=len(wl.runs)) as tick:
         prof = profile_pipeline(loaded.pipe, wl, progress=tick)
-    prof.update(model=model, hardware=hw.to_json(), model_info=loaded.adapter.describe())
-    table = Table("stage", "ms", "share", title=f"{model} · {wl.name} · {hw.name}")
-    for k, v in prof["stages"].items():
-        table.add_row(k, f"{v:.0f}", f"{prof['stage_share'][k]:.1%}")
-    table.add_row("total", f"{prof['total_ms']:.0f}", "100%")
-    console.print(table)
-    ops = Table("op class (one transformer call)", "ms", "share")
-    for k, v in prof["op_classes"].items():
-        ops.add_row(k, f"{v:.1f}", f"{prof['op_share'][k]:.1%}")
-    console.print(ops)
-    out = out or Path("runs") / "profiles" / f"{Path(model).name}-{wl.name}.json"
+    prof.update(model=args.model, hardware=hw.to_json(), model_info=loaded.adapter.describe())
+    rows = [[k, f"{v:.0f}", f"{prof['stage_share'][k]:.1%}"] for k, v in prof["stages"].items()]
+    rows.append(["total", f"{prof['total_ms']:.0f}", "100%"])
+    ui.table(["stage", "ms", "share"], rows, title=f"{args.model} · {wl.name} · {hw.name}")
+    ops = [[k, f"{v:.1f}", f"{prof['op_share'][k]:.1%}"] for k, v in prof["op_classes"].items()]
+    ui.table(["op class (one transformer call)", "ms", "share"], ops)
+    out = args.out or Path("runs") / "profiles" / f"{Path(args.model).name}-{wl.name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(prof, indent=2))
-    console.print(f"profile written to [bold]{out}[/]")
+    ui.print(f"profile written to {ui.em(out)}")
 
 
-@app.command("generate")
-def generate_cmd(
-    prompt: Annotated[str, typer.Option("--prompt", "-p", help="what the video shows")],
-    out: Annotated[
-        Path, typer.Option("--out", "-o", help="output .mp4 (a .png frame strip is written beside)")
-    ],
-    model: ModelOpt = "sol-tiny-wan",
-    plan: Annotated[Path | None, typer.Option("--plan", help="apply this plan.json first")] = None,
-    gpu: GpuOpt = "auto",
-    workload: WorkloadOpt = "default",
-    frames: Annotated[int | None, typer.Option("--frames")] = None,
-    height: Annotated[int | None, typer.Option("--height")] = None,
-    width: Annotated[int | None, typer.Option("--width")] = None,
-    steps: Annotated[int | None, typer.Option("--steps")] = None,
-    guidance: Annotated[float | None, typer.Option("--guidance")] = None,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
-    layers: LayersOpt = None,
-    allow_pickle: PickleOpt = False,
-    force: Annotated[bool, typer.Option("--force", help="apply a plan made for another model")] = False,
-) -> None:
+def generate_cmd(args: argparse.Namespace) -> None:
     """Generate one video (sizes default to the workload's), optionally with a plan applied."""
     from sol.workload import load_workload
 
-    _check_mp4(out)
+    _check_mp4(args.out)
     wl = load_workload(
-        workload,
-        prompts=[prompt],
-        seeds=[seed],
-        num_frames=frames,
-        height=height,
-        width=width,
-        num_inference_steps=steps,
-        guidance_scale=guidance,
+        args.workload,
+        prompts=[args.prompt],
+        seeds=[args.seed],
+        num_frames=args.frames,
+        height=args.height,
+        width=args.width,
+        num_inference_steps=args.steps,
+        guidance_scale=args.guidance,
     )
-    loaded, _ = _load(model, gpu, layers, allow_pickle)
-    _generate_video(loaded, wl, out, plan, force)
+    loaded, _ = _load(args.model, args.gpu, args.layers, args.allow_pickle)
+    _generate_video(loaded, wl, args.out, args.plan, args.force)
+
+
+def apply_cmd(args: argparse.Namespace) -> None:
+    """Re-apply a plan in a fresh process and generate at the plan's workload sizes."""
+    from sol.plan import load_plan
+
+    _check_mp4(args.out)
+    p = load_plan(args.plan)
+    if p.workload is None:
+        raise SolError(
+            f"{args.plan} records no workload; use `sol generate --plan {args.plan}` with explicit sizes"
+        )
+    wl = p.workload.model_copy(update={"prompts": [args.prompt], "seeds": [0]})
+    loaded, _ = _load(args.model or p.model.name, args.gpu)
+    _generate_video(loaded, wl, args.out, p, args.force)
 
 
 def _check_mp4(out: Path) -> None:
+    from sol.video import require_ffmpeg
+
     if out.suffix.lower() != ".mp4":
         raise SolError(f"--out {out}: the output must be an .mp4 file path")
+    require_ffmpeg()  # before minutes of generation, not after
 
 
 def _generate_video(loaded, wl, out: Path, plan, force: bool) -> None:
-    import time
-
     import torch
 
+    # The measurement layer's runner is plain torch: it needs no extra (the CLI may import it).
     from sol.bench.runner import generate
-    from sol.quality.video import frame_strip, write_mp4
+    from sol.video import frame_strip, write_mp4
 
     handle = None
     if plan is not None:
         from sol.runtime import apply_plan
 
         handle = apply_plan(loaded.pipe, plan, force=force)
-        console.print(f"applied plan ({len(handle.plan.techniques)} techniques)")
-    with progress_bar("denoising", total=wl.num_inference_steps) as tick:
+        ui.print(f"applied plan ({len(handle.plan.techniques)} techniques)")
+    with ui.progress("denoising", total=wl.num_inference_steps) as tick:
         t0 = time.perf_counter()
         with torch.no_grad():
             video = generate(loaded.pipe, wl, step_callback=tick)[0]
         dt = time.perf_counter() - t0
     write_mp4(video, out)
     strip = frame_strip(video, out.with_suffix(".png"))
-    console.print(f"wrote [bold]{out}[/] and [bold]{strip}[/] ({video.shape[0]} frames, {dt:.1f} s)")
+    ui.print(f"wrote {ui.em(out)} and {ui.em(strip)} ({video.shape[0]} frames, {dt:.1f} s)")
     if handle is not None:
         handle.revert()
 
 
-RunsDirOpt = Annotated[Path, typer.Option("--runs-dir", help="where run folders live")]
+# ---------------------------------------------------------------- the search (optimize extra)
+
+
+def _importable(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):  # a missing parent package, or a module blocked in sys.modules
+        return False
+
+
+def _need_optimize(command: str) -> None:
+    """Refuse in one line, before anything runs, where the optimize extra is not installed."""
+    if not all(_importable(m) for m in OPTIMIZE_MODULES):
+        raise SolError(f"sol {command} needs the optimize extra: {OPTIMIZE_EXTRA}")
+
+
+def _use_report_renderer() -> None:
+    """Runs render their report with ``sol.report`` (orchestration never imports the interfaces)."""
+    try:
+        from sol.agent.reporting import set_renderer
+        from sol.report import build_report
+    except ImportError:  # no optimize extra: no runs to report on either
+        return
+    set_renderer(build_report)
+
+
+def _driver(command: str):
+    """``sol.agent.driver``, once the optimize extra is known to be here and reports can render."""
+    _need_optimize(command)
+    _use_report_renderer()
+    from sol.agent import driver
+
+    return driver
 
 
 def _printer():
@@ -200,9 +526,18 @@ def _printer():
                 extra = f": {', '.join(value['fronts'])}"
             if value.get("failed"):
                 extra = f": FAILED {', '.join(f'{k} ({v})' for k, v in value['failed'].items())}"
-        err_console.print(f"[green]✓[/] {labels.get(node, node)}{extra}")
+        text = labels.get(node, node) + extra
+        ui.note(ui.lit(text), mark=("✓", "green"))
 
     return on_update
+
+
+def _ask(question: str, default: str) -> str:
+    try:
+        reply = input(f"{question} [{default}]: ").strip()
+    except EOFError:
+        return default
+    return reply or default
 
 
 def _show_outcome(out, ask: bool = False, runs_dir: Path = Path("runs")) -> None:
@@ -210,11 +545,11 @@ def _show_outcome(out, ask: bool = False, runs_dir: Path = Path("runs")) -> None
 
     if out.interrupt is not None and ask and sys.stdin.isatty():
         _candidates_table(out.interrupt["candidates"])
-        console.print(f"report: {out.interrupt.get('report')}")
-        choice = typer.prompt("approve which candidate? (id, 'reject', or 'later')", default=next(
-            (c["id"] for c in out.interrupt["candidates"] if c["passed"]), "later"))  # fmt: skip
+        ui.print(f"report: {ui.em(out.interrupt.get('report'))}")
+        best = next((c["id"] for c in out.interrupt["candidates"] if c["passed"]), "later")
+        choice = _ask("approve which candidate? (id, 'reject', or 'later')", best)
         if choice == "reject":
-            text = typer.prompt("feedback (e.g. min_psnr=35 exclude=cache)", default="")
+            text = _ask("feedback (e.g. min_psnr=35 exclude=cache)", "")
             out = driver.reject(
                 out.run_dir.name, driver.parse_feedback(text), runs_dir=runs_dir, on_update=_printer()
             )
@@ -223,189 +558,107 @@ def _show_outcome(out, ask: bool = False, runs_dir: Path = Path("runs")) -> None
             out = driver.approve(out.run_dir.name, choice, runs_dir=runs_dir, on_update=_printer())
     if out.interrupt is not None:
         _candidates_table(out.interrupt["candidates"])
-        console.print(f"report: [bold]{out.interrupt.get('report')}[/]")
-        console.print(
-            f"run [bold]{out.run_dir.name}[/] is waiting for approval: "
-            f"`sol approve {out.run_dir.name} [--candidate ID]` or `sol reject {out.run_dir.name} --feedback ...`"
-        )
+        name = out.run_dir.name
+        ui.print(f"report: {ui.em(out.interrupt.get('report'))}")
+        ui.print(f"run {ui.em(name)} is waiting for approval: "
+                 f"`sol approve {name} [--candidate ID]` or `sol reject {name} --feedback ...`")  # fmt: skip
         return
-    console.print(f"run [bold]{out.run_dir}[/]: {out.status}")
+    ui.print(f"run {ui.em(out.run_dir)}: {out.status}")
     if out.report:
-        console.print(f"report: [bold]{out.report.get('html')}[/]  summary: {out.report.get('markdown')}")
+        ui.print(f"report: {ui.em(out.report.get('html'))}  summary: {out.report.get('markdown')}")
     if out.plan:
-        console.print(f'plan: [bold]{out.plan}[/]  (apply with sol.apply_plan(pipe, "{out.plan}"))')
+        ui.print(f'plan: {ui.em(out.plan)}  (apply with sol.apply_plan(pipe, "{out.plan}"))')
 
 
 def _candidates_table(cands) -> None:
-    table = Table("id", "candidate", "speedup", "PSNR", "gate", title="candidates")
+    rows = []
     for c in cands:
         psnr = c.get("psnr")
-        table.add_row(c["id"], c["label"], f"{c['speedup']:.2f}x" if c.get("speedup") else "-",
-                      f"{float(psnr):.1f}" if psnr is not None else "-",
-                      "[green]pass[/]" if c["passed"] else "[red]fail[/]")  # fmt: skip
-    console.print(table)
+        rows.append([c["id"], c["label"], f"{c['speedup']:.2f}x" if c.get("speedup") else "-",
+                     f"{float(psnr):.1f}" if psnr is not None else "-",
+                     ("pass", "green") if c["passed"] else ("fail", "red")])  # fmt: skip
+    ui.table(["id", "candidate", "speedup", "PSNR", "gate"], rows, title="candidates")
 
 
-@app.command("optimize")
-def optimize_cmd(
-    model: ModelOpt = "sol-tiny-wan",
-    gpu: GpuOpt = "auto",
-    workload: WorkloadOpt = "default",
-    budget: Annotated[
-        str, typer.Option("--budget", help="lossless, near-lossless, balanced, aggressive")
-    ] = "near-lossless",
-    effort: Annotated[str, typer.Option("--effort", help="quick, standard, thorough")] = "standard",
-    skills: Annotated[
-        str | None, typer.Option("--skills", help="comma-separated skill families (default: all)")
-    ] = None,
-    approve: Annotated[str, typer.Option("--approve", help="ask (on a terminal), manual, or auto")] = "ask",
-    executor: Annotated[
-        str, typer.Option("--executor", help="ray, or local (in-process, for debugging)")
-    ] = "ray",
-    ray_address: Annotated[str | None, typer.Option("--ray-address", help="join this Ray cluster")] = None,
-    runs_dir: RunsDirOpt = Path("runs"),
-    layers: LayersOpt = None,
-    allow_pickle: PickleOpt = False,
-    vbench_python: Annotated[
-        str | None, typer.Option("--vbench-python", help="VBench's own interpreter")
-    ] = None,
-    checkpoint_url: Annotated[
-        str | None, typer.Option("--checkpoint-url", help="postgresql://… instead of SQLite")
-    ] = None,
-) -> None:
+def optimize_cmd(args: argparse.Namespace) -> None:
     """Find the fastest near-lossless stack of techniques for a model on this hardware."""
-    from sol.agent import driver
-
+    driver = _driver("optimize")
+    skills = [s.strip() for s in args.skills.split(",") if s.strip()] if args.skills else None
     out = driver.start(
-        model=model, gpu=gpu, workload=workload, budget=budget, effort=effort,
-        skills=[s.strip() for s in skills.split(",") if s.strip()] if skills else None,
-        approve=approve, executor=executor, ray_address=ray_address, runs_dir=runs_dir, layers=layers,
-        allow_pickle=allow_pickle, vbench_python=vbench_python, checkpoint_url=checkpoint_url,
-        on_update=_printer(),
+        model=args.model, gpu=args.gpu, workload=args.workload, budget=args.budget, effort=args.effort,
+        skills=skills, approve=args.approve, executor=args.executor, ray_address=args.ray_address,
+        runs_dir=args.runs_dir, layers=args.layers, allow_pickle=args.allow_pickle,
+        vbench_python=args.vbench_python, checkpoint_url=args.checkpoint_url, on_update=_printer(),
     )  # fmt: skip
-    _show_outcome(out, ask=approve == "ask", runs_dir=runs_dir)
+    _show_outcome(out, ask=args.approve == "ask", runs_dir=args.runs_dir)
 
 
-@app.command("resume")
-def resume_cmd(
-    run: Annotated[str, typer.Argument(help="run id or folder")], runs_dir: RunsDirOpt = Path("runs")
-) -> None:
+def resume_cmd(args: argparse.Namespace) -> None:
     """Continue a killed or interrupted run from its last checkpoint."""
-    from sol.agent import driver
+    driver = _driver("resume")
+    _show_outcome(driver.resume(args.run, args.runs_dir, on_update=_printer()), runs_dir=args.runs_dir)
 
-    _show_outcome(driver.resume(run, runs_dir, on_update=_printer()), runs_dir=runs_dir)
 
-
-@app.command("runs")
-def runs_cmd(runs_dir: RunsDirOpt = Path("runs")) -> None:
+def runs_cmd(args: argparse.Namespace) -> None:
     """List runs and their state."""
-    from sol.agent import driver
+    driver = _driver("runs")
+    rows = [
+        [r["run"], r["model"], r["workload"], r["status"], r["plan"]] for r in driver.list_runs(args.runs_dir)
+    ]
+    ui.table(["run", "model", "workload", "status", "plan"], rows)
 
-    table = Table("run", "model", "workload", "status", "plan")
-    for r in driver.list_runs(runs_dir):
-        table.add_row(r["run"], r["model"], r["workload"], r["status"], r["plan"])
-    console.print(table)
 
-
-@app.command("approve")
-def approve_cmd(
-    run: Annotated[str, typer.Argument(help="run id or folder")],
-    candidate: Annotated[
-        str | None, typer.Option("--candidate", help="candidate id (default: the best that passed)")
-    ] = None,
-    note: Annotated[str, typer.Option("--note")] = "",
-    runs_dir: RunsDirOpt = Path("runs"),
-) -> None:
+def approve_cmd(args: argparse.Namespace) -> None:
     """Approve a candidate of a paused run and export its plan."""
-    from sol.agent import driver
-
-    _show_outcome(
-        driver.approve(run, candidate, note=note, runs_dir=runs_dir, on_update=_printer()), runs_dir=runs_dir
+    driver = _driver("approve")
+    out = driver.approve(
+        args.run, args.candidate, note=args.note, runs_dir=args.runs_dir, on_update=_printer()
     )
+    _show_outcome(out, runs_dir=args.runs_dir)
 
 
-@app.command("reject")
-def reject_cmd(
-    run: Annotated[str, typer.Argument(help="run id or folder")],
-    feedback: Annotated[
-        str, typer.Option("--feedback", help="e.g. 'min_psnr=35 exclude=quantization too blurry'")
-    ] = "",
-    min_psnr: Annotated[float | None, typer.Option("--min-psnr")] = None,
-    budget: Annotated[str | None, typer.Option("--budget")] = None,
-    exclude: Annotated[list[str] | None, typer.Option("--exclude", help="skill family to leave out")] = None,
-    prefer: Annotated[str | None, typer.Option("--prefer", help="candidate id to start from")] = None,
-    candidate: Annotated[str | None, typer.Option("--candidate", help="the candidate being rejected")] = None,
-    runs_dir: RunsDirOpt = Path("runs"),
-) -> None:
+def reject_cmd(args: argparse.Namespace) -> None:
     """Reject with feedback; the integrator searches again under stricter settings."""
-    from sol.agent import driver
-
-    fb = driver.parse_feedback(feedback, min_psnr=min_psnr, budget=budget, exclude=exclude, prefer=prefer)
-    _show_outcome(
-        driver.reject(run, fb, candidate=candidate, runs_dir=runs_dir, on_update=_printer()),
-        runs_dir=runs_dir,
+    driver = _driver("reject")
+    fb = driver.parse_feedback(
+        args.feedback, min_psnr=args.min_psnr, budget=args.budget, exclude=args.exclude, prefer=args.prefer
     )
+    out = driver.reject(args.run, fb, candidate=args.candidate, runs_dir=args.runs_dir, on_update=_printer())
+    _show_outcome(out, runs_dir=args.runs_dir)
 
 
-@app.command("apply")
-def apply_cmd(
-    plan: Annotated[Path, typer.Argument(help="plan.json exported by sol optimize")],
-    prompt: Annotated[str, typer.Option("--prompt", "-p")],
-    out: Annotated[Path, typer.Option("--out", "-o")],
-    model: Annotated[str | None, typer.Option("--model", "-m", help="default: the plan's model")] = None,
-    gpu: GpuOpt = "auto",
-    force: Annotated[bool, typer.Option("--force")] = False,
-) -> None:
-    """Re-apply a plan in a fresh process and generate at the plan's workload sizes."""
-    from sol.plan import load_plan
-
-    _check_mp4(out)
-    p = load_plan(plan)
-    if p.workload is None:
-        raise SolError(f"{plan} records no workload; use `sol generate --plan {plan}` with explicit sizes")
-    wl = p.workload.model_copy(update={"prompts": [prompt], "seeds": [0]})
-    loaded, _ = _load(model or p.model.name, gpu)
-    _generate_video(loaded, wl, out, p, force)
+# ---------------------------------------------------------------- entry point
 
 
-def _use_report_renderer() -> None:
-    """Runs render their report with ``sol.report`` (orchestration never imports the interfaces)."""
-    try:
-        from sol.agent.reporting import set_renderer
-        from sol.report import build_report
-    except ImportError:  # no optimize extra: no runs to report on either
-        return
-    set_renderer(build_report)
-
-
-def main() -> None:
-    """Entry point: run the app, turning SolError into one line."""
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point: parse, run one command, turn user errors into one line and exit code 2."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub
-    from sol.hardware import configure_cpu_threads
-
-    _use_report_renderer()
-
-    configure_cpu_threads()
     warnings.filterwarnings("ignore", category=FutureWarning)
+    parser = build_parser()
+    command = None
     try:
-        app(standalone_mode=False)
-    except SolError as e:
-        err_console.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)
+        args = parser.parse_args(argv)
+        command = args.command
+        if command is None:
+            parser.print_help()
+            return
+        from sol.hardware import configure_cpu_threads
+
+        configure_cpu_threads()
+        args.func(args)
+    except (UsageError, SolError) as e:
+        ui.error(str(e))
+        sys.exit(2)
+    except ModuleNotFoundError as e:
+        # An optional package the command reached for after all: name the extra, not a traceback.
+        missing = (e.name or "").split(".")[0]
+        if missing not in {m.split(".")[0] for m in OPTIMIZE_MODULES}:
+            raise
+        ui.error(f"sol {command} needs the optimize extra ({missing} is not installed): {OPTIMIZE_EXTRA}")
         sys.exit(2)
     except KeyboardInterrupt:
-        err_console.print("interrupted")
+        ui.note("interrupted")
         sys.exit(130)
-    except SystemExit:
-        raise
-    except Exception as e:  # click usage errors arrive here in standalone_mode=False
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
-            err_console.print(f"[red]error:[/] {e.format_message()}", highlight=False, soft_wrap=True)
-            sys.exit(e.exit_code)
-        if isinstance(e, click.exceptions.Abort):
-            sys.exit(1)
-        raise
 
 
 if __name__ == "__main__":

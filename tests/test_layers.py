@@ -17,7 +17,7 @@ import sol
 ROOT = Path(sol.__file__).parent
 LAYER = {
     "sol": 0, "sol.errors": 0, "sol.hardware": 0, "sol.plan": 0, "sol.runtime": 0, "sol.workload": 0,
-    "sol.hooks": 0, "sol.models": 0, "sol.kernels": 0, "sol.skills": 0,
+    "sol.hooks": 0, "sol.models": 0, "sol.kernels": 0, "sol.skills": 0, "sol.video": 0,
     "sol.bench": 1, "sol.quality": 1,
     "sol.integrator": 2,
     "sol.agent": 3, "sol.cluster": 3,
