@@ -40,6 +40,7 @@ class Capability(enum.StrEnum):
     PRUNABLE_TOKENS = "prunable_tokens"  # per-token block arguments can be gathered with the tokens
     LINEAR_LAYERS = "linear_layers"  # nn.Linear layers that may be swapped (quantization)
     STEP_MODULATION = "step_modulation"  # timestep-modulated input visible for step caching
+    FUSABLE_BLOCKS = "fusable_blocks"  # block forward written over BlockOps chains (kernel fusion)
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,56 @@ def tokenizer_max_length(pipe) -> int | None:
     """The longest sequence ``pipe``'s tokenizer is configured for (None when it has no sane limit)."""
     n = getattr(getattr(pipe, "tokenizer", None), "model_max_length", None)
     return int(n) if isinstance(n, int) and 0 < n < 1_000_000 else None
+
+
+class BlockOps:
+    """The op chains of a DiT block that kernel fusion may replace (``ModelAdapter.block_forward``).
+
+    An adapter writes its block's forward over these calls; each default computes its chain
+    eagerly, op for op as the families do (adaLN modulate in float32, cast back), so
+    ``block_forward(..., ops=BlockOps())`` is bit-identical to the block's own forward. The
+    fusion skill passes a subclass that swaps chains for fused kernels or marks what a compiled
+    graph may hold.
+
+    >>> BlockOps().gated_residual(torch.ones(1, 2, 4), torch.ones(1, 2, 4), torch.ones(1, 4)).sum().item()
+    16.0
+    """
+
+    def norm_modulate(self, x, norm: nn.Module, shift, scale):
+        """``norm(x) * (1 + scale) + shift`` in float32, cast to ``x``'s dtype (adaLN modulate)."""
+        return (norm(x.float()) * (1 + scale) + shift).type_as(x)
+
+    def norm(self, x, norm: nn.Module):
+        """``norm(x)`` in float32, cast to ``x``'s dtype (``norm`` may be ``nn.Identity``)."""
+        return norm(x.float()).type_as(x)
+
+    def gated_residual(self, x, y, gate):
+        """``x + y * gate`` in float32, cast to ``x``'s dtype."""
+        return (x.float() + y.float() * gate).type_as(x)
+
+    def self_attention(self, attn: nn.Module, x, rotary_emb):
+        return attn(x, None, None, rotary_emb)
+
+    def cross_attention(self, attn: nn.Module, x, context):
+        return attn(x, context, None, None)
+
+    def feed_forward(self, ffn: nn.Module, x, parts=None):
+        """``ffn(x)``; ``parts`` (from :meth:`ModelAdapter.feed_forward_parts`) lets a fused op take
+        the projection and its activation apart."""
+        return ffn(x)
+
+
+@dataclass(frozen=True)
+class FeedForwardParts:
+    """A feed-forward as ``tail(gelu(proj(x)))``: what a fused projection + GELU kernel needs.
+
+    ``approximate`` is the model's own GELU (``"tanh"`` or ``"none"`` = erf): a fused kernel must
+    compute that one (the two differ by ~1e-3, enough to drift a video).
+    """
+
+    proj: nn.Module
+    approximate: str
+    tail: tuple[nn.Module, ...]
 
 
 @dataclass(frozen=True)
@@ -311,6 +362,20 @@ class ModelAdapter:
         bit-identical to ``processor`` computing them itself, ``attention_mask`` (the one the block
         passes) applied as the processor applies it."""
         raise NotImplementedError(f"{self.family} cannot run cross-attention from cached keys and values")
+
+    # --- kernel fusion (Capability.FUSABLE_BLOCKS) ----------------------------------------------
+
+    def block_forward(self, block: nn.Module, *args, ops: BlockOps | None = None, **kwargs):
+        """``block(*args, **kwargs)`` written over :class:`BlockOps` chains; with ``ops=None``
+        bit-identical to the block's own forward (tested).
+
+        >>> adapter.block_forward(block, hs, text, temb, rope, ops=fused_ops)  # doctest: +SKIP
+        """
+        raise NotImplementedError(f"{self.family} does not write its block forward over fusable chains")
+
+    def feed_forward_parts(self, ffn: nn.Module) -> FeedForwardParts | None:
+        """``ffn`` as projection, GELU and the rest (None when it is not that shape)."""
+        return None
 
     # --- workloads -----------------------------------------------------------------------------
 

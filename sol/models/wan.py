@@ -7,10 +7,11 @@ Wan 2.2 A14B pipelines hold two experts: ``transformer`` for high-noise steps (t
 from __future__ import annotations
 
 import torch
+from diffusers.models.activations import GELU
 from torch import nn
 
 from sol.hooks.core import ArgRef
-from sol.models.base import BlockIO, Capability, ModelAdapter, register_adapter
+from sol.models.base import BlockIO, BlockOps, Capability, FeedForwardParts, ModelAdapter, register_adapter
 
 
 def _rope(hidden_states: torch.Tensor, freqs_cos: torch.Tensor, freqs_sin: torch.Tensor) -> torch.Tensor:
@@ -22,6 +23,18 @@ def _rope(hidden_states: torch.Tensor, freqs_cos: torch.Tensor, freqs_sin: torch
     out[..., 0::2] = x1 * cos - x2 * sin
     out[..., 1::2] = x1 * sin + x2 * cos
     return out.type_as(hidden_states)
+
+
+_EAGER = BlockOps()
+
+
+def _fusable_rms(*norms: nn.Module) -> bool:
+    """RMSNorm with a weight (Wan's ``rms_norm_across_heads``): what the fused norm + RoPE computes."""
+    return all(isinstance(n, nn.RMSNorm) and n.weight is not None for n in norms)
+
+
+def _eps(norm: nn.Module, x: torch.Tensor) -> float:
+    return float(norm.eps) if norm.eps is not None else float(torch.finfo(x.dtype).eps)
 
 
 @register_adapter
@@ -36,6 +49,7 @@ class WanAdapter(ModelAdapter):
             Capability.PRUNABLE_TOKENS,
             Capability.LINEAR_LAYERS,
             Capability.STEP_MODULATION,
+            Capability.FUSABLE_BLOCKS,
         }
     )
     # WanTransformerBlock.forward(hidden_states, encoder_hidden_states, temb, rotary_emb) -> hidden_states.
@@ -113,11 +127,19 @@ class WanAdapter(ModelAdapter):
 
     # --- attention, as WanAttnProcessor computes it ---------------------------------------------
 
-    def self_attention_qkv(self, attn: nn.Module, hidden_states: torch.Tensor, rotary_emb=None):
+    def self_attention_qkv(
+        self, attn: nn.Module, hidden_states: torch.Tensor, rotary_emb=None, *, norm_rope=None
+    ):
+        """``norm_rope(x, weight, eps, heads, cos, sin) -> [B, S, H, D]``, when given, replaces RMSNorm
+        (across heads), the head split and RoPE of q and k with one fused op (``sol.kernels``)."""
         if attn.fused_projections:
             query, key, value = attn.to_qkv(hidden_states).chunk(3, dim=-1)
         else:
             query, key, value = attn.to_q(hidden_states), attn.to_k(hidden_states), attn.to_v(hidden_states)
+        if norm_rope is not None and rotary_emb is not None and _fusable_rms(attn.norm_q, attn.norm_k):
+            q, k = ((x, n.weight, _eps(n, x)) for x, n in ((query, attn.norm_q), (key, attn.norm_k)))
+            value = value.unflatten(2, (attn.heads, -1))
+            return norm_rope(*q, attn.heads, *rotary_emb), norm_rope(*k, attn.heads, *rotary_emb), value
         query = attn.norm_q(query).unflatten(2, (attn.heads, -1))
         key = attn.norm_k(key).unflatten(2, (attn.heads, -1))
         value = value.unflatten(2, (attn.heads, -1))
@@ -144,6 +166,36 @@ class WanAdapter(ModelAdapter):
     def attention_output(self, attn: nn.Module, out: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
         out = out.flatten(2, 3).type_as(query)
         return attn.to_out[1](attn.to_out[0](out))
+
+    # --- kernel fusion --------------------------------------------------------------------------
+
+    def block_forward(
+        self, block: nn.Module, hidden_states, encoder_hidden_states, temb, rotary_emb, *, ops=None
+    ):
+        """``WanTransformerBlock.forward`` over :class:`BlockOps` chains, op for op (diffusers 0.42)."""
+        ops = _EAGER if ops is None else ops
+        if temb.ndim == 4:  # [B, S, 6, D]: per-token modulation (Wan 2.2 TI2V)
+            mods = (block.scale_shift_table.unsqueeze(0) + temb.float()).chunk(6, dim=2)
+            mods = [m.squeeze(2) for m in mods]
+        else:  # [B, 6, D]
+            mods = (block.scale_shift_table + temb.float()).chunk(6, dim=1)
+        shift_msa, scale_msa, gate_msa, c_shift_msa, c_scale_msa, c_gate_msa = mods
+        norm_hidden_states = ops.norm_modulate(hidden_states, block.norm1, shift_msa, scale_msa)
+        attn_output = ops.self_attention(block.attn1, norm_hidden_states, rotary_emb)
+        hidden_states = ops.gated_residual(hidden_states, attn_output, gate_msa)
+        norm_hidden_states = ops.norm(hidden_states, block.norm2)
+        attn_output = ops.cross_attention(block.attn2, norm_hidden_states, encoder_hidden_states)
+        hidden_states = hidden_states + attn_output
+        norm_hidden_states = ops.norm_modulate(hidden_states, block.norm3, c_shift_msa, c_scale_msa)
+        ff_output = ops.feed_forward(block.ffn, norm_hidden_states, self.feed_forward_parts(block.ffn))
+        return ops.gated_residual(hidden_states, ff_output, c_gate_msa)
+
+    def feed_forward_parts(self, ffn: nn.Module) -> FeedForwardParts | None:
+        """diffusers ``FeedForward``: ``net = [GELU(proj, approximate), Dropout, Linear(, Dropout)]``."""
+        net = getattr(ffn, "net", None)
+        if not isinstance(net, nn.ModuleList) or not net or type(net[0]) is not GELU:
+            return None
+        return FeedForwardParts(net[0].proj, net[0].approximate, tuple(net[1:]))
 
     # --- caching --------------------------------------------------------------------------------
 
