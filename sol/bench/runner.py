@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -35,6 +36,32 @@ def _step_guard(deadline: float | None, step_callback=None):
     return on_step_end
 
 
+@contextlib.contextmanager
+def _per_step(pipe, guard) -> Iterator[dict]:
+    """Call ``guard`` at every denoising step: through ``callback_on_step_end`` where the pipeline takes
+    one, else (HunyuanVideo 1.5) after each ``scheduler.step``, which every pipeline calls once a step."""
+    if guard is None:
+        yield {}
+        return
+    if "callback_on_step_end" in inspect.signature(pipe.__call__).parameters:
+        yield {"callback_on_step_end": guard}
+        return
+    scheduler = pipe.scheduler
+    original, count = scheduler.step, [0]
+
+    def step(*a, **k):
+        out = original(*a, **k)
+        guard(pipe, count[0], None, {})
+        count[0] += 1
+        return out
+
+    scheduler.step = step  # instance attribute; removed below
+    try:
+        yield {}
+    finally:
+        del scheduler.step
+
+
 def generate(
     pipe,
     workload: Workload,
@@ -48,15 +75,12 @@ def generate(
     >>> videos = generate(pipe, load_workload("smoke"))  # doctest: +SKIP
     """
     deadline = None if time_limit_s is None else time.perf_counter() + time_limit_s
+    guard = _step_guard(deadline, step_callback)
     videos = []
     for prompt, seed in workload.runs:
         generator = torch.Generator("cpu").manual_seed(seed)
-        out = pipe(
-            **workload.pipe_kwargs(prompt, pipe),
-            generator=generator,
-            output_type="np",
-            callback_on_step_end=_step_guard(deadline, step_callback),
-        )
+        with _per_step(pipe, guard) as extra:
+            out = pipe(**workload.pipe_kwargs(prompt, pipe), generator=generator, output_type="np", **extra)
         videos.append(np.asarray(pipeline_video(pipe, out), dtype=np.float32))
         if progress is not None:
             progress()

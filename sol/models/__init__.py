@@ -6,7 +6,7 @@
 'wan'
 """
 
-from sol.models import wan  # noqa: F401  (registers the Wan adapter)
+from sol.models import cosmos3, hunyuan_video15, ltx2, sana_video, wan  # noqa: F401  (register the adapters)
 from sol.models.base import (
     BlockIO,
     Capability,

@@ -270,7 +270,8 @@ def compose(configs: Iterable[TechniqueConfig], adapter=None) -> list[TechniqueC
                 # The adapter says why (e.g. SANA-Video's linear attention has no q/k/v to sparsify).
                 from sol.models.base import Capability
 
-                why = getattr(adapter, "missing_reason", lambda _c: None)(Capability(missing[0]))
+                reason = getattr(adapter, "missing_reason", lambda _c: None)
+                why = "; ".join(r for r in (reason(Capability(m)) for m in missing) if r)
                 raise ConflictError(
                     f"{c.kind} needs the model capability {', '.join(missing)}, which {adapter.family}"
                     f" ({type(adapter.transformer).__name__}) does not offer{f': {why}' if why else ''};"
