@@ -11,6 +11,7 @@ import torch
 
 from sol.bench.runner import generate
 from sol.bench.timing import peak_memory_mb, reset_peak_memory, sync
+from sol.models.base import adapter_for, denoisers
 from sol.workload import Workload
 
 ATTENTION_NAMES = (
@@ -71,28 +72,38 @@ def stage_timer(pipe) -> Iterator[dict[str, float]]:
         handles.append(module.register_forward_pre_hook(pre))
         handles.append(module.register_forward_hook(post))
 
-    wrap_module(pipe.text_encoder, "text_encoding")
-    wrap_module(pipe.transformer, "denoising")
-    if getattr(pipe, "transformer_2", None) is not None:
-        wrap_module(pipe.transformer_2, "denoising")
-    original_decode = pipe.vae.decode
+    # Whatever the family has: Cosmos3 embeds its prompt inside the transformer (no text encoder),
+    # HunyuanVideo 1.5 has two text encoders, LTX-2 text connectors, an audio VAE and a vocoder.
+    for name in ("text_encoder", "text_encoder_2", "connectors"):
+        if isinstance(getattr(pipe, name, None), torch.nn.Module):
+            wrap_module(getattr(pipe, name), "text_encoding")
+    for _name, denoiser in denoisers(pipe):
+        wrap_module(denoiser, "denoising")
+    if isinstance(getattr(pipe, "vocoder", None), torch.nn.Module):
+        wrap_module(pipe.vocoder, "decoding")
+    decoders = [v for v in (getattr(pipe, "vae", None), getattr(pipe, "audio_vae", None)) if v is not None]
 
-    def timed_decode(*a, **k):
-        sync()
-        t0 = time.perf_counter()
-        try:
-            return original_decode(*a, **k)
-        finally:
+    def timed(original):
+        def timed_decode(*a, **k):
             sync()
-            totals["decoding"] += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            try:
+                return original(*a, **k)
+            finally:
+                sync()
+                totals["decoding"] += time.perf_counter() - t0
 
-    pipe.vae.decode = timed_decode  # instance attribute; removed below
+        return timed_decode
+
+    for vae in decoders:
+        vae.decode = timed(vae.decode)  # instance attribute; removed below
     try:
         yield totals
     finally:
         for h in handles:
             h.remove()
-        del pipe.vae.decode  # the class's decode shows through again
+        for vae in decoders:
+            del vae.decode  # the class's decode shows through again
 
 
 def capture_transformer_call(pipe, workload: Workload) -> tuple[tuple, dict]:
@@ -181,11 +192,9 @@ def profile_pipeline(pipe, workload: Workload, *, repeats: int = 1, warmup: int 
     args, kwargs = capture_transformer_call(pipe, workload)
     ops = op_breakdown(pipe.transformer, args, kwargs)
     op_total = sum(ops.values()) or 1.0
-    tokens = None
-    hs = kwargs.get("hidden_states", args[0] if args else None)
-    if hs is not None and hasattr(hs, "shape"):
-        pt, ph, pw = getattr(pipe.transformer.config, "patch_size", (1, 1, 1))
-        tokens = int(hs.shape[2] // pt * (hs.shape[3] // ph) * (hs.shape[4] // pw))
+    # The adapter knows the family's latent layout (5-D latents, packed tokens, per-item lists).
+    grid = adapter_for(pipe).call_token_grid(args, kwargs)
+    tokens = None if grid is None else int(grid[0] * grid[1] * grid[2])
     return {
         "workload": workload.name,
         "total_ms": total_ms,
@@ -194,5 +203,6 @@ def profile_pipeline(pipe, workload: Workload, *, repeats: int = 1, warmup: int 
         "op_classes": ops,
         "op_share": {k: v / op_total for k, v in ops.items()},
         "tokens_per_frame_sequence": tokens,
+        "token_grid": None if grid is None else list(grid),
         "peak_memory_mb": peak_memory_mb(),
     }
