@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 
 from sol.bench.evaluate import CandidateResult, Evaluator
 from sol.integrator.pareto import pareto_front
-from sol.skills.base import SearchContext, config_from_dict, skills_by_family
+from sol.skills.base import SearchContext, capability_refusal, config_from_dict, skills_by_family
 
 
 @dataclass
@@ -91,6 +91,10 @@ def search_skill(
         why = skill.available(context.hardware)
         if why:
             out.unavailable[kind] = why
+            continue
+        refused = capability_refusal(skill, context.adapter) if context.adapter is not None else None
+        if refused:  # the family lacks what it needs: recorded with the family's reason, nothing evaluated
+            out.unavailable[kind] = f"refused on this model: {refused}"
             continue
         for option, why_not in skill.unavailable_options(context.hardware).items():
             out.unavailable[f"{kind}:{option}"] = why_not

@@ -26,6 +26,7 @@ from sol.report import format as fmt
 from sol.report.markdown import render_markdown
 from sol.report.media import DIFF_GAIN, diff_video, mp4_data_uri, try_load
 from sol.report.plots import front_svg, profile_svg
+from sol.report.techniques import technique_support
 
 # Videos for at most this many candidates (the chosen one first): each row is 3 small mp4s.
 MAX_VIDEO_CANDIDATES = 4
@@ -93,6 +94,7 @@ def render_html(run: dict[str, Any], out_dir: Path | None = None, *, max_video_c
         _summary(run),
         _profile(run.get("profile") or {}),
         _fronts(run.get("fronts") or {}),
+        _techniques(run),
         _integrator(run),
         _candidates(run),
         _videos(run, base_dir, max_video_candidates),
@@ -279,6 +281,25 @@ def _stack_cell(c: dict[str, Any]) -> str:
     if not label or label == code:
         return f"<code>{escape(code)}</code>"
     return f"{escape(label)}<br><code>{escape(code)}</code>"
+
+
+def _techniques(run: dict[str, Any]) -> str:
+    """Every technique: measured on this model, or refused with the model family's reason."""
+    rows = technique_support(run)
+    if not rows:
+        return ""
+    info = (run.get("profile") or {}).get("model_info") or {}
+    body = "".join(
+        f"<tr><td><code>{escape(r['kind'])}</code></td><td>{escape(r['status'])}</td><td>{escape(r['why'])}</td></tr>"
+        for r in rows
+    )
+    return (
+        f'<section id="techniques"><h2>Techniques on this model ({escape(str(info.get("family", "?")))},'
+        f" {escape(str(info.get('class', '')))})</h2>"
+        "<table><thead><tr><th>technique</th><th>status</th><th>why</th></tr></thead>"
+        + body
+        + "</table></section>"
+    )
 
 
 def _integrator(run: dict[str, Any]) -> str:

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from sol.report import format as fmt
+from sol.report.techniques import technique_support
 
 
 def _cell(text: str) -> str:
@@ -84,6 +85,12 @@ def render_markdown(run: dict[str, Any], html_path: Path | None = None) -> str:
                 f"| {_cell(skill)} | {len(points)} | {len(on)} | {sum(1 for p in points if p.get('failed'))} | "
                 f"{fmt.speedup(best)} |"
             )
+    support = technique_support(run)
+    if support:  # every technique: measured here, or refused with the model family's reason
+        info = (run.get("profile") or {}).get("model_info") or {}
+        lines += ["", f"## Techniques on this model ({_cell(str(info.get('family', '?')))})", "",
+                  "| technique | status | why |", "|---|---|---|"]  # fmt: skip
+        lines += [f"| {_cell(r['kind'])} | {r['status']} | {_cell(r['why'])} |" for r in support]
     stages = (run.get("profile") or {}).get("stages") or {}
     if stages:
         total = sum(fmt.num(v) or 0.0 for v in stages.values()) or 1.0

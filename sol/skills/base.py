@@ -251,6 +251,27 @@ def config_from_dict(data: Any) -> TechniqueConfig:
         raise SolError(f"technique {data['kind']!r}: {where}: {first['msg']}; fix the plan file") from None
 
 
+def capability_refusal(skill: Skill, adapter) -> str | None:
+    """Why ``skill`` cannot apply to ``adapter``'s model: the capabilities it needs that the family
+    lacks, with the family's reasons (None when it can).
+
+    >>> capability_refusal(skill_for(SparseConfig()), sana_adapter)  # doctest: +SKIP
+    "needs the model capability self_attention_qkv, which sana_video (...) does not offer: ... linear attention ..."
+    """
+    missing = sorted(str(x) for x in skill.requires - set(adapter.capabilities))
+    if not missing:
+        return None
+    # The adapter says why (e.g. SANA-Video's linear attention has no q/k/v to sparsify).
+    from sol.models.base import Capability
+
+    reason = getattr(adapter, "missing_reason", lambda _c: None)
+    why = "; ".join(r for r in (reason(Capability(m)) for m in missing) if r)
+    return (
+        f"needs the model capability {', '.join(missing)}, which {adapter.family}"
+        f" ({type(adapter.transformer).__name__}) does not offer{f': {why}' if why else ''}"
+    )
+
+
 def compose(configs: Iterable[TechniqueConfig], adapter=None) -> list[TechniqueConfig]:
     """The effect check: refuse conflicts, return configs in application (phase) order.
 
@@ -264,19 +285,9 @@ def compose(configs: Iterable[TechniqueConfig], adapter=None) -> list[TechniqueC
     writers: dict[Seam, TechniqueConfig] = {}
     for c in configs:
         skill = skill_for(c)
-        if adapter is not None:
-            missing = sorted(str(x) for x in skill.requires - set(adapter.capabilities))
-            if missing:
-                # The adapter says why (e.g. SANA-Video's linear attention has no q/k/v to sparsify).
-                from sol.models.base import Capability
-
-                reason = getattr(adapter, "missing_reason", lambda _c: None)
-                why = "; ".join(r for r in (reason(Capability(m)) for m in missing) if r)
-                raise ConflictError(
-                    f"{c.kind} needs the model capability {', '.join(missing)}, which {adapter.family}"
-                    f" ({type(adapter.transformer).__name__}) does not offer{f': {why}' if why else ''};"
-                    f" drop {c.kind}"
-                )
+        refused = capability_refusal(skill, adapter) if adapter is not None else None
+        if refused:
+            raise ConflictError(f"{c.kind} {refused}; drop {c.kind}")
         for seam in sorted(skill.writes & EXCLUSIVE_SEAMS):
             if seam in writers:
                 other = writers[seam]
