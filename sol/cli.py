@@ -4,8 +4,8 @@ Every user error is one line on stderr (``error: …``) and exit code 2, never a
 
 Parsing is the standard library's argparse, so that ``sol --help``, ``models``, ``skills``,
 ``profile``, ``generate`` and ``apply`` run on a no-extras install (``pip install sol``, what an
-inference server has). rich draws tables and progress bars where it is installed (the optimize
-extra brings it); plain text otherwise. ``optimize``, ``runs``, ``approve``, ``reject`` and
+inference server has). rich draws tables and progress bars on a terminal where it is installed;
+plain text otherwise (and whenever output is piped). ``optimize``, ``runs``, ``approve``, ``reject`` and
 ``resume`` need the optimize extra and say so in one line where it is missing.
 
 >>> main(["generate", "--model", "tiny-wan-random", "--prompt", "a red circle", "--out", "v.mp4"])  # doctest: +SKIP
@@ -27,7 +27,7 @@ from typing import Any
 
 from sol.errors import SolError
 
-try:  # optional: nicer tables and progress bars where the optimize extra installed rich
+try:  # optional: nicer tables and progress bars on a terminal
     from rich import box
     from rich.console import Console
     from rich.markup import escape
@@ -39,7 +39,6 @@ except ImportError:
 OPTIMIZE_EXTRA = "pip install 'sol[optimize]'"
 # Import names the optimize extra provides and the search needs (rich is optional, see above).
 OPTIMIZE_MODULES = ("ray", "langgraph", "langgraph.checkpoint.sqlite", "torchmetrics", "matplotlib")
-OPTIMIZE_COMMANDS = ("optimize", "resume", "runs", "approve", "reject")
 
 # A cell of a table: its text, or (text, style) where rich may colour it ("green", "red").
 Cell = str | tuple[str, str]

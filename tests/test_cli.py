@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Literal
 
@@ -251,3 +253,58 @@ def test_search_commands_name_the_optimize_extra(no_extras, command):
     result = no_extras[command]
     assert result["code"] == 2
     assert result["err"] == f"error: sol {command} needs the optimize extra: pip install 'sol[optimize]'\n"
+
+
+def _timed(timings: dict, step: str, cmd: list, **kw) -> subprocess.CompletedProcess:
+    t0 = time.perf_counter()
+    p = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=1800, **kw)
+    timings[step] = round(time.perf_counter() - t0, 1)
+    assert p.returncode == 0, f"{step}: {p.stderr[-3000:]}"
+    return p
+
+
+@pytest.mark.slow
+def test_a_no_extras_install_from_a_clean_clone_runs_help_and_apply(tmp_path):
+    """`pip install <clone>` without extras into a fresh venv (the inference-server install), then
+    `sol --help` and `sol apply` with a plan a tiny `sol optimize` exported from the same clone.
+
+    Measured on the 2-core CPU machine with other jobs running (wall): venv 26 s, CPU torch from the
+    local wheel 154 s, sol and its dependencies 217 s, the tiny optimize 217 s, --help 33 s, apply
+    38 s: ~11 min, so it stays out of CI (slow).
+    """
+    import torch
+
+    root = Path(cli.__file__).resolve().parents[1]
+    if not (root / ".git").exists():
+        pytest.skip("needs a git checkout to clone")
+    timings: dict[str, float] = {}
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    clone = tmp_path / "clone"
+    _timed(timings, "clone", ["git", "clone", "-q", root, clone])
+
+    # The plan: a tiny search run with the clone's code (this interpreter has the optimize extra).
+    (tmp_path / "tiny.json").write_text(json.dumps({**TINY, "num_inference_steps": 6}))
+    _timed(timings, "optimize", [sys.executable, "-m", "sol.cli", "optimize", "--model", "tiny-wan-random",
+           "--gpu", "cpu", "--workload", "tiny.json", "--effort", "quick", "--executor", "local",
+           "--approve", "auto", "--runs-dir", "runs"], cwd=tmp_path, env={**env, "PYTHONPATH": str(clone)})  # fmt: skip
+    plan = next((tmp_path / "runs").glob("*/plan.json"))
+
+    venv = tmp_path / "venv"
+    _timed(timings, "venv", [sys.executable, "-m", "venv", venv], env=env)
+    # This process's own torch build (the CPU wheel here): never an unpinned torch, which pulls CUDA.
+    _timed(timings, "torch", [venv / "bin/pip", "install", "-q", f"torch=={torch.__version__}"], env=env)
+    _timed(timings, "sol", [venv / "bin/pip", "install", "-q", clone], env=env)
+    probe = "import importlib.util as u; print([m for m in ('ray', 'langgraph', 'torchmetrics', 'matplotlib') if u.find_spec(m)])"
+    assert _timed(timings, "probe", [venv / "bin/python", "-c", probe], env=env).stdout.strip() == "[]"
+
+    sol = venv / "bin/sol"
+    assert "apply" in _timed(timings, "help", [sol, "--help"], cwd=tmp_path, env=env).stdout
+    _timed(timings, "apply", [sol, "apply", plan, "--prompt", "a blue square moving up", "--out", "x.mp4"],
+           cwd=tmp_path, env=env)  # fmt: skip
+    assert (tmp_path / "x.mp4").stat().st_size > 0 and (tmp_path / "x.png").stat().st_size > 0
+    p = subprocess.run([sol, "optimize"], capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert (
+        p.returncode == 2
+        and p.stderr == "error: sol optimize needs the optimize extra: pip install 'sol[optimize]'\n"
+    )
+    print("no-extras install, wall seconds:", timings)
