@@ -40,7 +40,8 @@ def test_compositions_are_measured_on_a_copy_with_every_technique_active(tiny, t
     quant = ev.evaluate([QuantizeLinear(scheme="int8_dynamic")])
     assert cache.ok and quant.ok, (cache.reason, quant.reason)
     for r in (cache, quant):
-        r.speedup = 1.5  # pretend both are gains so the integrator stacks them; timing is not under test
+        # Pretend both are settled gains so the integrator stacks them; timing is not under test.
+        r.speedup, r.timing = 1.5, {"interval": [1.4, 1.6], "beats_baseline": True}
         r.fidelity["psnr"] = 60.0
     integ = Integrator({"cache": [cache], "quantization": [quant]}, ev, min_psnr=0.0, max_evals=3).run()
     stacked = [c for c in integ.compositions if len(c.families) == 2]

@@ -313,17 +313,20 @@ class _R:
     def __init__(self, cfg, psnr, speedup, ok=True):
         self.techniques = [cfg.model_dump(mode="json")]
         self.psnr, self.speedup, self.ok = psnr, speedup, ok
+        self.screen = {}
 
 
 def test_refine_bisects_toward_the_psnr_floor():
     mk = lambda t: BlockResidualCacheConfig(threshold=t)  # noqa: E731
     bracket = [_R(mk(0.1), 36, 1.4), _R(mk(0.2), 32, 2.0), _R(mk(0.4), 26, 3.0)]
     got = [c.threshold for c in bisect_threshold(bracket, BlockResidualCacheConfig, 30.0)]
-    assert got == [pytest.approx(0.267, abs=1e-3), pytest.approx(0.333, abs=1e-3)]
+    assert got == [pytest.approx(0.3)]  # the midpoint of the bracket
+    converged = [_R(mk(0.2), 32, 2.0), _R(mk(0.21), 29, 2.1)]
+    assert bisect_threshold(converged, BlockResidualCacheConfig, 30.0) == []  # within 10%: done
     above = [_R(mk(0.1), 40, 1.2), _R(mk(0.2), 38, 1.5)]
-    assert [c.threshold for c in bisect_threshold(above, BlockResidualCacheConfig, 30.0)] == [0.3, 0.4]
+    assert [c.threshold for c in bisect_threshold(above, BlockResidualCacheConfig, 30.0)] == [0.3]
     below = [_R(mk(0.1), 25, 1.5), _R(mk(0.2), 20, 2.0)]
-    assert [c.threshold for c in bisect_threshold(below, BlockResidualCacheConfig, 30.0)] == [0.05, 0.025]
+    assert [c.threshold for c in bisect_threshold(below, BlockResidualCacheConfig, 30.0)] == [0.05]
     hopeless = [_R(mk(0.1), 25, 1.0)]
     assert bisect_threshold(hopeless, BlockResidualCacheConfig, 30.0) == []
     pab = [
@@ -335,6 +338,17 @@ def test_refine_bisects_toward_the_psnr_floor():
     tay = [_R(DiffusersTaylorSeerConfig(cache_interval=i), q, s) for i, q, s in ((3, 35, 2.0), (5, 28, 2.8))]
     got = bisect_threshold(tay, DiffusersTaylorSeerConfig, 30.0, field="cache_interval", integer=True)
     assert [c.cache_interval for c in got] == [4]
+
+
+def test_refine_bisects_each_promising_variant_and_follows_the_screen():
+    mk = lambda t, w: BlockResidualCacheConfig(threshold=t, warmup_steps=w)  # noqa: E731
+    rs = [_R(mk(0.1, 1), 36, 1.4), _R(mk(0.4, 1), 26, 3.0), _R(mk(0.1, 4), 40, 1.3), _R(mk(0.4, 4), 31, 2.5)]
+    got = bisect_threshold(rs, BlockResidualCacheConfig, 30.0)
+    # warm-up 4 passes at 0.4 (faster than warm-up 1's best pass): it is refined first, upwards.
+    assert [(c.warmup_steps, c.threshold) for c in got] == [(4, 0.6), (1, 0.25)]
+    rs[3].screen = {"passes": False}  # the screen predicts it fails on unseen prompts: a bracket now
+    got = bisect_threshold(rs, BlockResidualCacheConfig, 30.0, variants=1)
+    assert [(c.warmup_steps, c.threshold) for c in got] == [(1, 0.25)]
 
 
 def test_fixed_schedule_computes_the_warmup_then_every_kth_step(tiny, tiny_workload):

@@ -1,0 +1,181 @@
+"""Quality screening that predicts the gate on prompts the search never saw.
+
+The gate holds every video to the floor, so what a search must predict is the *worst* video —
+and not of the prompts it tuned on, but of unseen ones (the validation split, then a server's
+prompts). One prompt's PSNR does not predict that: on sol-tiny-wan the worst of three prompts
+fell 8–9 dB below the screened one, and a setting that passed at 34.9 dB on the workload's
+prompts gave 26.5 dB on held-out ones.
+
+Model: a candidate's per-video PSNR over prompts and seeds is spread around its mean. With
+``n`` videos seen (mean ``m``, spread ``s``), the worst of ``k`` unseen videos is, with
+probability ``CONFIDENCE``, above
+
+    m - t(n-1, q) * s * sqrt(1 + 1/n),   q = CONFIDENCE ** (1/k)
+
+(a one-sided Student-t prediction bound for each of the ``k`` videos). The gap
+between the observed worst and this bound is the margin the search keeps; it is measured from
+the spread, so a method whose errors depend on the prompt keeps a wider one.
+
+The other checks of the gate (SSIM per video, the flicker drop over the workload) are applied to
+the videos seen, with the same formulas as :func:`sol.quality.gate.gate`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+CONFIDENCE = 0.8  # the chance that every unseen video clears the floor
+PSNR_CAP = 80.0  # dB: an exact video (inf) counts as this when averaging
+MIN_OWN = 6  # videos from which a candidate's own spread is trusted beside the pooled one
+
+
+def t_quantile(q: float, df: int) -> float:
+    """Student-t quantile (Hill's approximation; exact enough for a margin, no scipy).
+
+    >>> round(t_quantile(0.975, 1000), 2)
+    1.96
+    """
+    z = _norm_ppf(q)
+    if df <= 0:
+        return math.inf
+    if df >= 1000:
+        return z
+    # Cornish-Fisher expansion of the t quantile in terms of the normal one.
+    g1 = (z**3 + z) / 4
+    g2 = (5 * z**5 + 16 * z**3 + 3 * z) / 96
+    g3 = (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / 384
+    g4 = (79 * z**9 + 776 * z**7 + 1482 * z**5 - 1920 * z**3 - 945 * z) / 92160
+    return z + g1 / df + g2 / df**2 + g3 / df**3 + g4 / df**4
+
+
+def _norm_ppf(p: float) -> float:
+    """Inverse of the standard normal CDF (Acklam's rational approximation, |error| < 1.2e-9)."""
+    a = (-3.969683028665376e01, 2.209460984245205e02, -2.759285104469687e02, 1.383577518672690e02,
+         -3.066479806614716e01, 2.506628277459239e00)  # fmt: skip
+    b = (-5.447609879822406e01, 1.615858368580409e02, -1.556989798598866e02, 6.680131188771972e01,
+         -1.328068155288572e01)  # fmt: skip
+    c = (-7.784894002430293e-03, -3.223964580411365e-01, -2.400758277161838e00, -2.549732539343734e00,
+         4.374664141464968e00, 2.938163982698783e00)  # fmt: skip
+    d = (7.784695709041462e-03, 3.224671290700398e-01, 2.445134137142996e00, 3.754408661907416e00)
+    lo = 0.02425
+    if p < lo:
+        q = math.sqrt(-2 * math.log(p))
+        return (((((c[0] * q + c[1]) * q + c[2]) * q + c[3]) * q + c[4]) * q + c[5]) / (
+            (((d[0] * q + d[1]) * q + d[2]) * q + d[3]) * q + 1
+        )
+    if p > 1 - lo:
+        return -_norm_ppf(1 - p)
+    q = p - 0.5
+    r = q * q
+    return (
+        (((((a[0] * r + a[1]) * r + a[2]) * r + a[3]) * r + a[4]) * r + a[5])
+        * q
+        / (((((b[0] * r + b[1]) * r + b[2]) * r + b[3]) * r + b[4]) * r + 1)
+    )
+
+
+def _psnrs(result) -> list[float]:
+    out = []
+    for v in result.fidelity.get("videos", []):
+        p = float(v.get("psnr", math.nan))
+        if not math.isnan(p):
+            out.append(min(p, PSNR_CAP))
+    return out
+
+
+@dataclass
+class Screen:
+    """Predicts the gate for candidates of one search; pools the PSNR spread over what it saw.
+
+    >>> sc = Screen(min_psnr=30.0, unseen=8)
+    >>> sc.judge(result)["passes"]  # doctest: +SKIP
+    """
+
+    min_psnr: float
+    unseen: int = 8
+    min_ssim: float | None = None
+    max_flicker_drop: float | None = None
+    confidence: float = CONFIDENCE
+    predictive: bool = True  # False: judge only the videos seen (the gate on a split it runs on)
+    _pool: dict[str, list[float]] = field(default_factory=dict)  # label -> deviations from its mean
+
+    @classmethod
+    def for_budget(cls, budget, unseen: int) -> Screen:
+        """A screen holding ``budget`` (a ``QualityBudget`` or a dict with ``min_psnr``)."""
+        get = budget.get if isinstance(budget, dict) else lambda k, d=None: getattr(budget, k, d)
+        return cls(
+            min_psnr=float(get("min_psnr", 30.0)),
+            unseen=max(1, unseen),
+            min_ssim=get("min_ssim", None),
+            max_flicker_drop=get("max_flicker_drop", None),
+        )
+
+    def observe(self, result) -> None:
+        """Pool ``result``'s per-video deviations from its own mean (its latest, largest set only)."""
+        p = _psnrs(result)
+        if len(p) < 2 or all(x >= PSNR_CAP for x in p):
+            return
+        m = float(np.mean(p))
+        self._pool[result.label] = [x - m for x in p]
+
+    @property
+    def pooled(self) -> tuple[float, int] | None:
+        """(pooled spread, its degrees of freedom), or None before two candidates' worth of videos."""
+        groups = list(self._pool.values())
+        df = sum(len(g) - 1 for g in groups)
+        if df < 3:
+            return None
+        return (float(math.sqrt(sum(x * x for g in groups for x in g) / df)), df)
+
+    def predicted_worst(self, result) -> tuple[float, float]:
+        """(predicted worst PSNR over ``unseen`` new videos, the spread it used)."""
+        p = _psnrs(result)
+        if not p:
+            return (math.nan, math.nan)
+        if all(x >= PSNR_CAP for x in p):
+            return (math.inf, 0.0)  # exact on every video seen: it changes no number anywhere
+        if not self.predictive:
+            return (min(p), 0.0)
+        n, pooled = len(p), self.pooled
+        if n >= MIN_OWN or (pooled is None and n >= 2):
+            spread, df = float(np.std(p, ddof=1)), n - 1
+        elif pooled is not None:
+            spread, df = pooled
+        else:
+            return (min(p), 0.0)  # one video and nothing pooled yet: only what was seen
+        q = self.confidence ** (1.0 / self.unseen)
+        bound = float(np.mean(p)) - t_quantile(q, df) * spread * math.sqrt(1 + 1 / n)
+        return (min(bound, min(p)), spread)
+
+    def judge(self, result) -> dict:
+        """The predicted gate verdict: ``passes``, ``predicted_worst``, ``margin`` (observed worst
+        minus the prediction), and the checks that fail on the videos seen."""
+        if not result.ok:
+            return {"passes": False, "failed": [result.reason or "failed"]}
+        worst, spread = self.predicted_worst(result)
+        fid = result.fidelity
+        failed = []
+        if not worst >= self.min_psnr:
+            what = "predicted worst unseen video" if self.predictive else "worst video"
+            failed.append(f"{what} {worst:.1f} dB < {self.min_psnr:g}")
+        if self.min_ssim is not None and float(fid.get("ssim_min", 1.0)) < self.min_ssim:
+            failed.append(f"ssim {float(fid['ssim_min']):.3f} < {self.min_ssim:g}")
+        if self.max_flicker_drop is not None and fid.get("flicker_ref"):
+            fb, fc = float(fid["flicker_ref"]), float(fid["flicker"])
+            drop = (fb - fc) / abs(fb) if fb else 0.0
+            if drop > self.max_flicker_drop:
+                failed.append(f"flicker drop {drop:.4f} > {self.max_flicker_drop:g}")
+        seen_worst = result.psnr
+        return {
+            "passes": not failed,
+            "predicted_worst": worst,
+            "observed_worst": seen_worst,
+            "margin": (seen_worst - worst) if math.isfinite(worst) and math.isfinite(seen_worst) else 0.0,
+            "spread": spread,
+            "videos": len(_psnrs(result)),
+            "unseen": self.unseen,
+            "failed": failed,
+        }
