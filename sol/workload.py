@@ -37,6 +37,10 @@ class Workload(BaseModel):
     num_inference_steps: int = 20
     guidance_scale: float = 5.0
     max_sequence_length: int = 8  # sol-tiny-wan was trained with prompts padded to 8 tokens
+    # Held-out split: prompts and seeds the search never sees; the chosen plan is re-checked on
+    # them before approval (empty: no validation split, the search split's verdict stands alone).
+    validation_prompts: list[str] = Field(default_factory=list)
+    validation_seeds: list[int] = Field(default_factory=list)
 
     # Family rules (Wan's 4k+1 frames and multiples of 16, LTX-2's 8k+1 and 32, ...) live in the
     # model adapters (`adapter.check_workload`), checked where a workload meets a pipeline; only
@@ -82,6 +86,20 @@ class Workload(BaseModel):
             raise ValueError("prompts must not be empty strings")
         return self
 
+    @model_validator(mode="after")
+    def _held_out(self) -> Workload:
+        if any(not p.strip() for p in self.validation_prompts):
+            raise ValueError("validation_prompts must not be empty strings")
+        seen = set(self.runs)
+        shared = [r for r in ((p, s) for p in self.validation_prompts for s in self.validation_seeds or self.seeds)
+                  if r in seen]  # fmt: skip
+        if shared:
+            raise ValueError(
+                f"validation run {shared[0]} is also a search run: the validation split must be held out"
+                " (use other prompts or other validation_seeds)"
+            )
+        return self
+
     @property
     def runs(self) -> list[tuple[str, int]]:
         """The (prompt, seed) pairs, in the fixed order outputs are stored."""
@@ -104,6 +122,24 @@ class Workload(BaseModel):
             "guidance_scale": self.guidance_scale,
             "max_sequence_length": self.max_sequence_length,
         }
+
+    def validation(self) -> Workload | None:
+        """The held-out split as a workload of its own (same sizes, steps and guidance), or None.
+
+        >>> load_workload("default").validation().name
+        'default-validation'
+        """
+        if not self.validation_prompts:
+            return None
+        return self.model_copy(
+            update={
+                "name": f"{self.name}-validation",
+                "prompts": list(self.validation_prompts),
+                "seeds": list(self.validation_seeds or self.seeds),
+                "validation_prompts": [],
+                "validation_seeds": [],
+            }
+        )
 
     def shortened(self, steps: int | None = None, prompts: int | None = None) -> Workload:
         """A cheaper variant for screening (fewer prompts); same sizes and steps by default."""

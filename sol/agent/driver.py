@@ -197,8 +197,10 @@ def approve(run: str, candidate: str | None = None, *, by: str | None = None, no
             f"no candidate {candidate!r} in run {run_dir.name}; choose one of {', '.join(c['id'] for c in cands)}"
         )
     if not chosen["passed"]:
+        others = ", ".join(c["id"] for c in passing) or "none qualifies: reject it with feedback instead"
         raise SolError(
-            f"candidate {candidate} failed the quality gate; approve one that passed ({', '.join(c['id'] for c in passing)})"
+            f"candidate {candidate} cannot be approved: {chosen.get('why') or 'it failed the quality gate'};"
+            f" approve one that qualifies ({others})"
         )
     decision = {"action": "approve", "candidate": candidate, "by": by or _who(), "note": note}
     return drive(run_dir, Command(resume=decision), on_update=on_update)

@@ -15,13 +15,19 @@ from typing import Any
 
 import numpy as np
 
-# Effort presets: how much a search measures. Evaluations per skill ≈ screening
-# (search space + refinement) + top_k full; the integrator adds at most max_evals.
-EFFORT: dict[str, dict[str, int]] = {
-    "quick": {"top_k": 2, "repeats": 2, "screen_repeats": 1, "max_evals": 4},
-    "standard": {"top_k": 3, "repeats": 3, "screen_repeats": 1, "max_evals": 6},
-    "thorough": {"top_k": 5, "repeats": 5, "screen_repeats": 2, "max_evals": 12},
-}
+# Effort presets: how much a search measures (docs/optimize.md, "Cost"). Per skill family:
+# cheap quality screens on `screen_runs` videos, `refine_rounds` of knob bisection, successive
+# halving through `halving` videos to the whole search split, a race of `top_k` finalists between
+# `repeats` (the fewest interleaved pairs any interval rests on) and `max_pairs` pairs. The
+# integrator judges at most `max_evals` compositions and races `finalists` of them.
+EFFORT: dict[str, dict] = {
+    "quick": {"screen_runs": 1, "halving": (), "refine_rounds": 2, "top_k": 2, "repeats": 5, "max_pairs": 8,
+              "max_evals": 4, "finalists": 3},
+    "standard": {"screen_runs": 2, "halving": (4,), "refine_rounds": 4, "top_k": 3, "repeats": 5,
+                 "max_pairs": 12, "max_evals": 6, "finalists": 4},
+    "thorough": {"screen_runs": 2, "halving": (4,), "refine_rounds": 6, "top_k": 5, "repeats": 8,
+                 "max_pairs": 20, "max_evals": 12, "finalists": 5},
+}  # fmt: skip
 
 
 def write_json(path: Path, data: Any) -> Path:
@@ -58,14 +64,54 @@ def _setup(spec: dict):
     return loaded, load_workload(spec["workload"]), hw
 
 
-def _effort(spec: dict) -> dict[str, int]:
+def _effort(spec: dict) -> dict:
     return EFFORT[spec.get("effort", "standard")]
 
 
+def _plan(spec: dict, wl):
+    from sol.integrator.skill_search import SearchPlan
+
+    e = _effort(spec)
+    val = wl.validation()
+    return SearchPlan(
+        screen_runs=e["screen_runs"],
+        halving=tuple(e["halving"]),
+        refine_rounds=e["refine_rounds"],
+        top_k=e["top_k"],
+        min_pairs=e["repeats"],
+        max_pairs=e["max_pairs"],
+        # The screen predicts the worst video of the held-out split (or of a split as large as
+        # the search's when the workload has none).
+        unseen=len(val.runs) if val is not None else len(wl.runs),
+    )
+
+
+def _baseline(run_dir: Path, wl) -> tuple[list, dict] | None:
+    """The profile job's baseline outputs and probe counts for ``wl`` (None when absent)."""
+    path = run_dir / "profile.json"
+    if not path.is_file():
+        return None
+    prof = json.loads(path.read_text())
+    paths, calls = prof.get("baseline_outputs") or [], prof.get("baseline_calls")
+    if len(paths) != len(wl.runs) or not calls or not all(Path(p).is_file() for p in paths):
+        return None
+    return [np.load(p) for p in paths], calls
+
+
+def _cost_model(run_dir: Path):
+    from sol.bench.costmodel import CostModel
+
+    path = run_dir / "profile.json"
+    data = json.loads(path.read_text()).get("cost_model") if path.is_file() else None
+    return CostModel.from_json(data) if data else None
+
+
 def profile(spec: dict, lease=None) -> dict:
-    """Baseline profile and the baseline's outputs (for the report and the gate)."""
+    """Baseline profile, the cost model, and the baseline's outputs (for the report, the gate and
+    every evaluator of the run: they reuse them instead of generating the baseline again)."""
+    from sol.bench.costmodel import fit_cost_model
     from sol.bench.profile import profile_pipeline
-    from sol.bench.runner import generate
+    from sol.bench.runner import count_calls, generate
 
     run_dir = Path(spec["run_dir"])
     path = run_dir / "profile.json"
@@ -74,31 +120,50 @@ def profile(spec: dict, lease=None) -> dict:
     loaded, wl, hw = _setup(spec)
     import torch
 
+    one = wl.model_copy(update={"prompts": wl.prompts[:1], "seeds": wl.seeds[:1]})
     with torch.no_grad():
         with (lease or contextlib.nullcontext)():
-            prof = profile_pipeline(loaded.pipe, wl)
-        videos = generate(loaded.pipe, wl)
-    baseline = []
+            # Stage and op-class shares do not depend on the prompt: one generation is enough.
+            prof = profile_pipeline(loaded.pipe, one)
+            cm = fit_cost_model(loaded.pipe, loaded.adapter, wl, op_shares=prof.get("op_share"))
+        with count_calls(loaded.adapter) as calls:
+            videos = generate(loaded.pipe, wl)
+    baseline, outputs = [], []
     for i, v in enumerate(videos):
         p = run_dir / "baseline" / f"{i}.npy"
         p.parent.mkdir(parents=True, exist_ok=True)
         np.save(p, v.astype(np.float16))
         baseline.append(str(p))
+        # Full precision for the evaluators: an exact technique must read inf dB against it.
+        q = run_dir / "baseline" / f"{i}.f32.npy"
+        np.save(q, v.astype(np.float32))
+        outputs.append(str(q))
     prof.update(
         model=spec["model"],
         hardware=hw.to_json(),
         model_info=loaded.adapter.describe(),
         fingerprint=loaded.fingerprint.to_json(),
         baseline_videos=baseline,
+        baseline_outputs=outputs,
+        baseline_calls=dict(calls),
         prompts=[p for p, _ in wl.runs],
+        cost_model=cm.to_json(),
     )
     write_json(path, prof)
     return prof
 
 
+def _evaluator(loaded, wl, spec: dict, lease, out_dir: Path, **kw):
+    from sol.bench.evaluate import Evaluator
+
+    e = _effort(spec)
+    run_dir = Path(spec["run_dir"])
+    return Evaluator(loaded, wl, repeats=e["repeats"], max_pairs=e["max_pairs"], lease=lease, output_dir=out_dir,
+                     cost_model=_cost_model(run_dir), baseline=_baseline(run_dir, wl), **kw)  # fmt: skip
+
+
 def skill_search(spec: dict, family: str, lease=None) -> dict:
     """One skill agent: search ``family``'s knobs; returns the path of its front JSON."""
-    from sol.bench.evaluate import Evaluator
     from sol.integrator.skill_search import search_skill
     from sol.quality.gate import get_budget
     from sol.skills.base import SearchContext
@@ -108,22 +173,20 @@ def skill_search(spec: dict, family: str, lease=None) -> dict:
     if path.is_file():
         return {"family": family, "path": str(path), "cached": True}
     loaded, wl, hw = _setup(spec)
-    effort = _effort(spec)
     budget = get_budget(spec.get("budget"))
-    out_dir = run_dir / "outputs" / family
-    full = Evaluator(loaded, wl, repeats=effort["repeats"], lease=lease, output_dir=out_dir)
-    screen_wl = wl.shortened(prompts=1)
-    screen = Evaluator(loaded, screen_wl, repeats=effort["screen_repeats"], warmup=0, lease=lease)
+    ev = _evaluator(loaded, wl, spec, lease, run_dir / "outputs" / family)
     ctx = SearchContext(adapter=loaded.adapter, hardware=hw, workload=wl, budget=budget)
-    front = search_skill(family, ctx, full, screen, top_k=effort["top_k"], min_psnr=budget.min_psnr)
+    front = search_skill(family, ctx, ev, plan=_plan(spec, wl), budget=budget)
     write_json(path, front.to_json())
     return {"family": family, "path": str(path), "cached": False, "evaluations": front.evaluations}
 
 
 def integrate(spec: dict, fronts: dict[str, str], settings: dict, lease=None) -> dict:
-    """The integrator agent: compose fronts, measure end to end; returns its result file."""
+    """The integrator agent: compose fronts, race and validate; returns its result file."""
     from sol.bench.evaluate import CandidateResult, Evaluator
     from sol.integrator.compose import Integrator
+    from sol.integrator.screening import Screen
+    from sol.quality.gate import get_budget
 
     run_dir = Path(spec["run_dir"])
     rnd = int(settings.get("round", 1))
@@ -131,28 +194,49 @@ def integrate(spec: dict, fronts: dict[str, str], settings: dict, lease=None) ->
     if path.is_file():
         return {"path": str(path), "cached": True}
     loaded, wl, _hw = _setup(spec)
-    effort = _effort(spec)
-    parts = {}
+    effort, plan = _effort(spec), _plan(spec, wl)
+    parts, ladders = {}, {}
     for fam, p in fronts.items():
         data = json.loads(Path(p).read_text())
         parts[fam] = [CandidateResult.from_json(r) for r in data["front"]]
-    evaluator = Evaluator(
-        loaded,
-        wl,
-        repeats=effort["repeats"],
-        lease=lease,
-        output_dir=run_dir / "outputs" / f"integration-{rnd}",
-    )
+        ladders[fam] = [CandidateResult.from_json(r) for r in data.get("full", [])]
+    evaluator = _evaluator(loaded, wl, spec, lease, run_dir / "outputs" / f"integration-{rnd}")
+    val_wl = wl.validation()
+    built: list = []
+
+    def validator():  # the held-out baseline is generated only when a composition is to be validated
+        built.append(Evaluator(loaded, val_wl, timing=False, lease=lease,
+                               output_dir=run_dir / "outputs" / f"validation-{rnd}"))  # fmt: skip
+        return built[-1]
+
+    budget = get_budget(settings.get("budget") or spec.get("budget"))
+    screen = Screen.for_budget({**budget.model_dump(), "min_psnr": float(settings["min_psnr"])}, plan.unseen)
     integ = Integrator(
         parts,
         evaluator,
         min_psnr=float(settings["min_psnr"]),
         max_evals=effort["max_evals"],
         exclude=tuple(settings.get("exclude", ())),
+        ladders=ladders,
+        screen=screen,
+        validator=validator if val_wl is not None else None,
+        finalists=effort["finalists"],
+        min_pairs=effort["repeats"],
+        max_pairs=effort["max_pairs"],
     ).run()
     data = integ.to_json()
     data.update(
-        baseline_videos=evaluator.baseline_paths, settings=settings, fingerprint=loaded.fingerprint.to_json()
+        baseline_videos=evaluator.baseline_paths or _baseline_paths(run_dir),
+        validation_baseline_videos=built[0].baseline_paths if built else [],
+        validation_prompts=[p for p, _ in val_wl.runs] if val_wl is not None else [],
+        settings=settings,
+        fingerprint=loaded.fingerprint.to_json(),
+        cost_model=evaluator.cost_model.to_json() if evaluator.cost_model is not None else None,
     )
     write_json(path, data)
     return {"path": str(path), "cached": False}
+
+
+def _baseline_paths(run_dir: Path) -> list[str]:
+    prof = json.loads((run_dir / "profile.json").read_text())
+    return prof.get("baseline_outputs") or prof.get("baseline_videos") or []

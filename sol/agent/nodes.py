@@ -105,6 +105,8 @@ class Nodes:
 
         vb_base = {d: per(r, 0, n) for d, r in vb.items()}
         budget = _budget(settings)
+        val_paths = integ.get("validation_baseline_videos") or []
+        val_baseline = [np.load(p).astype(np.float32) for p in val_paths]
         candidates = []
         for k, (c, videos) in enumerate(zip(comps, cand_videos, strict=True)):
             vb_c = {d: per(r, n * (k + 1), n * (k + 2)) for d, r in vb.items()}
@@ -115,17 +117,21 @@ class Nodes:
                 "label": res["label"],
                 "techniques": res["techniques"],
                 "speedup": res["speedup"],
+                "timing": res.get("timing") or {},
                 "predicted_speedup": c["predicted_speedup"],
+                "predicted": res.get("predicted") or {},
                 "predicted_psnr": c["predicted_psnr"],
+                "screen": res.get("screen") or {},
                 "interaction": c["interaction"],
                 "fidelity": {k2: v for k2, v in res["fidelity"].items() if k2 != "videos"},
                 "vbench": vb_c,
                 "verdict": verdict.model_dump(mode="json"),
-                "passed": verdict.passed,
                 "videos": res["outputs"],
                 "latency_s": res["latency_s"],
                 "baseline_s": res["baseline_s"],
+                **_validation(c.get("validation"), val_baseline, budget, res),
             })  # fmt: skip
+            candidates[-1].update(_decide(candidates[-1], verdict.passed, bool(val_baseline)))
         candidates.sort(key=lambda c: (not c["passed"], -(c["speedup"] or 0)))
         prefer = settings.get("prefer")
         if prefer:
@@ -133,8 +139,10 @@ class Nodes:
         path = write_json(run_dir / f"candidates-{rnd}.json", {"candidates": candidates, "vbench_baseline": vb_base,
                                                                 "budget": budget.model_dump(mode="json")})  # fmt: skip
         summary = [
-            {"id": c["id"], "label": c["label"], "speedup": c["speedup"],
-             "psnr": c["fidelity"].get("psnr"), "passed": c["passed"]}
+            {"id": c["id"], "label": c["label"], "speedup": c["speedup"], "interval": c["timing"].get("interval"),
+             "psnr": c["fidelity"].get("psnr"), "psnr_min": c["fidelity"].get("psnr_min"),
+             "validation_psnr": (c.get("validation") or {}).get("psnr_min"), "passed": c["passed"],
+             "beats_baseline": c["beats_baseline"], "why": c["why"]}
             for c in candidates
         ]  # fmt: skip
         return {"candidates": str(path), "summary": summary, "status": "reporting"}
@@ -150,7 +158,9 @@ class Nodes:
         spec = state["spec"]
         passing = [c for c in state.get("summary", []) if c["passed"]]
         if not passing:
-            return Command(goto="export", update={"decision": {"action": "none"}})
+            return Command(
+                goto="export", update={"decision": {"action": "none", "why": no_plan_reason(state)}}
+            )
         if spec.get("approve") == "auto":
             decision = {"action": "approve", "candidate": passing[0]["id"], "by": "auto (--approve auto)"}
         else:
@@ -198,7 +208,76 @@ class Nodes:
 
         decision = state.get("decision") or {}
         if decision.get("action") != "approve":
-            return {"status": "finished: no candidate passed the gate", "report": write_report(state)}
+            why = decision.get("why") or no_plan_reason(state)
+            status = f"finished: {why}; no plan exported"
+            return {"status": status, "report": write_report({**state, "status": status})}
         plan_path = export_plan(state)
         state = {**state, "plan": str(plan_path)}
         return {"plan": str(plan_path), "report": write_report(state), "status": "done"}
+
+
+def _validation(val: dict | None, val_baseline: list, budget, res: dict) -> dict:
+    """The held-out verdict of one composition (the gate on the validation split, no VBench)."""
+    from sol.quality.gate import gate
+
+    if not val_baseline:
+        return {"validation": None}
+    if not val:
+        return {"validation": {"checked": False}}
+    if not val.get("ok"):
+        return {"validation": {"checked": True, "passed": False, "reason": val.get("reason")}}
+    videos = [np.load(p).astype(np.float32) for p in val["outputs"]]
+    verdict = gate(val_baseline, videos, budget)
+    fid = val.get("fidelity") or {}
+    search_worst = (res.get("fidelity") or {}).get("psnr_min")
+    gap = None
+    if isinstance(search_worst, int | float) and isinstance(fid.get("psnr_min"), int | float):
+        if math.isfinite(search_worst) and math.isfinite(fid["psnr_min"]):
+            gap = float(search_worst) - float(fid["psnr_min"])
+    return {"validation": {"checked": True, "passed": verdict.passed, "psnr_min": fid.get("psnr_min"),
+                           "psnr": fid.get("psnr"), "ssim_min": fid.get("ssim_min"), "gap_db": gap,
+                           "verdict": verdict.model_dump(mode="json"), "videos": val.get("outputs", [])}}  # fmt: skip
+
+
+def _decide(c: dict, gate_passed: bool, has_validation: bool) -> dict:
+    """Whether a candidate may be approved, and why not: the gate on the search split, a speedup
+    whose interval lies above 1.0, and (with a validation split) the gate on the held-out split."""
+    why = []
+    timing = c.get("timing") or {}
+    beats = bool(timing.get("beats_baseline"))
+    if not gate_passed:
+        why.append("quality gate: " + _verdict_line(c["verdict"]))
+    if not timing:
+        why.append("not timed")
+    elif not beats:
+        lo, hi = (timing.get("interval") or [math.nan, math.nan])[:2]
+        why.append(f"speedup {c['speedup']:.2f}x, interval {lo:.2f}-{hi:.2f}x does not lie above 1.0")
+    val = c.get("validation")
+    if has_validation:
+        if not val or not val.get("checked"):
+            why.append("not re-checked on the held-out split")
+        elif not val.get("passed"):
+            why.append(
+                "held-out split: "
+                + (_verdict_line(val["verdict"]) if val.get("verdict") else str(val.get("reason")))
+            )
+    return {"passed": not why, "beats_baseline": beats, "why": "; ".join(why)}
+
+
+def _verdict_line(verdict: dict) -> str:
+    from sol.quality.gate import Verdict
+
+    try:
+        return Verdict.model_validate(verdict).summary()
+    except Exception:  # noqa: BLE001 — a verdict from an older run: say what is known
+        return "failed" if not verdict.get("passed") else "passed"
+
+
+def no_plan_reason(state: RunState) -> str:
+    """Why a run ends without a plan: nothing beat the baseline, or nothing passed quality."""
+    summary = state.get("summary") or []
+    if not summary:
+        return "no candidate was measured within the quality budget"
+    if not any(c.get("beats_baseline") for c in summary):
+        return "no candidate beat the baseline (every speedup interval reached 1.0 or below)"
+    return "no candidate that beat the baseline passed the quality gate and the held-out check"

@@ -33,7 +33,7 @@ def run_summary(state: RunState) -> dict:
     """The ``run`` dict ``sol.report.build_report`` renders (see docs/quality.md)."""
     spec = state["spec"]
     profile = _load(state.get("profile"))
-    fronts = {}
+    fronts, search = {}, {}
     for fam, path in (state.get("fronts") or {}).items():
         data = _load(path)
         front_keys = {(r["label"], r["workload"]) for r in data.get("front", [])}
@@ -46,7 +46,9 @@ def run_summary(state: RunState) -> dict:
                 "failed": not r["ok"], "reason": r["reason"], "calls": r["calls"], "workload": r["workload"],
             })  # fmt: skip
         fronts[fam] = rows
+        search[fam] = _search_evidence(data)
     cands = _load(state.get("candidates")).get("candidates", [])
+    integ = _load(state.get("integration"))
     decision = state.get("decision") or {}
     return {
         "run_id": Path(spec["run_dir"]).name,
@@ -63,10 +65,27 @@ def run_summary(state: RunState) -> dict:
         "prompts": profile.get("prompts", []),
         "chosen": decision.get("candidate") if decision.get("action") == "approve" else None,
         "feedback": state.get("feedback") or [],
-        "integration_log": _load(state.get("integration")).get("log", []),
+        "integration_log": integ.get("log", []),
+        "search": search,
+        "race": integ.get("race") or {},
+        "validation": {**(integ.get("validation") or {}), "prompts": integ.get("validation_prompts", [])},
         "plan": _load(state.get("plan")) or None,
         "status": state.get("status", ""),
     }
+
+
+def _search_evidence(front: dict) -> dict:
+    """A skill search's screen accuracy and, for every candidate it timed, predicted vs measured."""
+    notes = front.get("notes") or {}
+    timed = [
+        {"label": r["label"], "predicted_speedup": (r.get("predicted") or {}).get("speedup"),
+         "modelled": (r.get("predicted") or {}).get("modelled"), "speedup": r.get("speedup"),
+         "interval": (r.get("timing") or {}).get("interval"), "clock": (r.get("timing") or {}).get("clock"),
+         "pairs": (r.get("timing") or {}).get("pairs"), "psnr_min": (r.get("fidelity") or {}).get("psnr_min"),
+         "predicted_worst": (r.get("screen") or {}).get("predicted_worst")}
+        for r in front.get("full", []) if r.get("timing")
+    ]  # fmt: skip
+    return {"screen": notes.get("screen") or {}, "timed": timed, "race": notes.get("race") or {}}
 
 
 def _workload_dict(spec: dict) -> dict:

@@ -21,6 +21,29 @@ def speedup(x: Any) -> str:
     return "—" if v is None or math.isnan(v) else f"{v:.2f}×"
 
 
+def interval(iv: Any) -> str:
+    """A speedup interval ``[lo, hi]`` as ``1.92–2.10×`` (— when absent)."""
+    if not isinstance(iv, list | tuple) or len(iv) != 2:
+        return "—"
+    lo, hi = num(iv[0]), num(iv[1])
+    if lo is None or hi is None or math.isnan(lo) or math.isnan(hi):
+        return "—"
+    return f"{lo:.2f}–{hi:.2f}×"
+
+
+def gap(x: Any) -> str:
+    """A dB gap with its sign (search minus held-out)."""
+    v = num(x)
+    return "—" if v is None or math.isnan(v) else f"{v:+.1f} dB"
+
+
+def decision(c: dict[str, Any]) -> str:
+    """``approvable`` or why not (the gate, the speedup interval, the held-out check)."""
+    if "passed" not in c or "why" not in c:
+        return "—"
+    return "approvable" if c.get("passed") else str(c.get("why") or "not approvable")
+
+
 def db(x: Any) -> str:
     v = num(x)
     if v is None or math.isnan(v):

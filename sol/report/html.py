@@ -136,21 +136,30 @@ def _summary(run: dict[str, Any]) -> str:
     cards = []
     if chosen is not None:
         fid = chosen.get("fidelity") or {}
+        val = chosen.get("validation") or {}
         cards += [
             ("chosen", escape(str(chosen.get("id")))),
             ("speedup (measured)", fmt.speedup(chosen.get("speedup"))),
+            ("95% interval", fmt.interval((chosen.get("timing") or {}).get("interval"))),
             ("PSNR vs baseline", fmt.db(fid.get("psnr"))),
-            ("worst video's PSNR", fmt.db(fid.get("psnr_min"))),
-            ("SSIM", fmt.ratio(fid.get("ssim"))),
+            ("worst video's PSNR (search)", fmt.db(fid.get("psnr_min"))),
         ]
+        if val.get("checked"):
+            cards += [
+                ("worst held-out video", fmt.db(val.get("psnr_min"))),
+                ("search − held-out gap", fmt.gap(val.get("gap_db"))),
+            ]
+        cards.append(("SSIM", fmt.ratio(fid.get("ssim"))))
     else:
         cards.append(("chosen", "none"))
     cards.append(("candidates passing the gate", f"{passed} / {len(cands)}"))
+    if any("passed" in c for c in cands):
+        cards.append(("approvable", f"{sum(1 for c in cands if c.get('passed'))} / {len(cands)}"))
     card_html = "".join(f'<div class="card"><b>{v}</b><span>{escape(k)}</span></div>' for k, v in cards)
     chosen_line = (
         f"<p>Chosen stack: <code>{escape(fmt.techniques(chosen.get('techniques')))}</code></p>"
         if chosen is not None
-        else "<p>No candidate was chosen.</p>"
+        else f"<p>No candidate was chosen{': ' + escape(str(run['status'])) if run.get('status') else ''}.</p>"
     )
     wl = run.get("workload") or {}
     prompts = run.get("prompts") or wl.get("prompts") or []
@@ -192,17 +201,19 @@ def _candidate_table(run: dict[str, Any]) -> str:
         rows.append(
             f"<tr{cls}><td><code>{escape(str(c.get('id', '?')))}</code>"
             f"{' ★' if cls else ''}</td><td>{_stack_cell(c)}</td>"
-            f'<td class="num">{fmt.speedup(measured)}{escape(interaction)}</td>'
+            f'<td class="num">{fmt.speedup(measured)}{escape(interaction)}'
+            f"<br><small>{fmt.interval((c.get('timing') or {}).get('interval'))}</small></td>"
             f'<td class="num">{fmt.speedup(predicted)}</td>'
             f'<td class="num">{fmt.db(fid.get("psnr"))}</td><td class="num">{fmt.db(fid.get("psnr_min"))}</td>'
+            f'<td class="num">{fmt.db((c.get("validation") or {}).get("psnr_min"))}</td>'
             f'<td class="num">{fmt.ratio(fid.get("ssim"))}</td>'
-            f'<td class="num">{fmt.ratio(fid.get("lpips"))}</td><td>{_badge(verdict)}</td></tr>'
+            f'<td class="num">{fmt.ratio(fid.get("lpips"))}</td><td>{_badge(verdict)}</td>'
+            f"<td><small>{escape(fmt.decision(c))}</small></td></tr>"
         )
     return (
-        "<table><thead><tr><th>id</th><th>stack</th><th>speedup</th><th>predicted</th><th>PSNR</th>"
-        "<th>worst video</th><th>SSIM</th><th>LPIPS</th><th>gate</th></tr></thead><tbody>"
-        + "".join(rows)
-        + "</tbody></table>"
+        "<table><thead><tr><th>id</th><th>stack</th><th>speedup<br><small>95% interval</small></th>"
+        "<th>predicted</th><th>PSNR</th><th>worst video</th><th>worst held-out</th><th>SSIM</th><th>LPIPS</th>"
+        "<th>gate</th><th>decision</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
     )
 
 
@@ -325,8 +336,9 @@ def _integrator(run: dict[str, Any]) -> str:
             for c in cands
         )
         parts.append(
-            "<p>Speedups of stacked techniques do not multiply: each composition is measured end to end "
-            "and shown next to the prediction from its parts (speedups multiplied, errors added).</p>"
+            "<p>Speedups of stacked techniques do not multiply: each composition's speed is predicted from "
+            "the work it was counted doing (the cost model fitted on the baseline) and the finalists are "
+            "measured end to end, interleaved with the baseline; the PSNR prediction adds the parts' errors.</p>"
             "<table><thead><tr><th>id</th><th>composition</th><th>measured</th><th>predicted</th>"
             "<th>PSNR</th><th>predicted PSNR</th><th>interaction</th></tr></thead>" + rows + "</table>"
         )

@@ -36,16 +36,25 @@ def render_markdown(run: dict[str, Any], html_path: Path | None = None) -> str:
             f"{fmt.speedup(chosen.get('speedup'))}, PSNR {fmt.db(fid.get('psnr'))} "
             f"(worst video {fmt.db(fid.get('psnr_min'))})"
         )
+        val = chosen.get("validation") or {}
+        if val.get("checked"):
+            lines.append(
+                f"- held-out split: worst video {fmt.db(val.get('psnr_min'))} (search split "
+                f"{fmt.db(fid.get('psnr_min'))}, gap {fmt.gap(val.get('gap_db'))})"
+            )
     else:
         lines.append("- chosen: none")
+        if run.get("status"):
+            lines.append(f"- outcome: {run['status']}")
     if html_path is not None:
         lines.append(f"- full report: {html_path.name} (self-contained HTML)")
     lines += ["", "## Candidates", ""]
     cands = run.get("candidates") or []
     if cands:
         lines += [
-            "| | id | stack | speedup | predicted | PSNR | worst video | SSIM | gate |",
-            "|---|---|---|---:|---:|---:|---:|---:|---|",
+            "| | id | stack | speedup | interval | predicted | PSNR | worst video | held-out worst | SSIM | gate |"
+            " decision |",
+            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|",
         ]
         for c in cands:
             fid = c.get("fidelity") or {}
@@ -62,11 +71,14 @@ def render_markdown(run: dict[str, Any], html_path: Path | None = None) -> str:
                         f"`{c.get('id', '?')}`",
                         fmt.techniques(c.get("techniques")),
                         fmt.speedup(c.get("speedup")),
+                        fmt.interval((c.get("timing") or {}).get("interval")),
                         fmt.speedup(c.get("predicted_speedup")),
                         fmt.db(fid.get("psnr")),
                         fmt.db(fid.get("psnr_min")),
+                        fmt.db((c.get("validation") or {}).get("psnr_min")),
                         fmt.ratio(fid.get("ssim")),
                         gate,
+                        fmt.decision(c),
                     )
                 )
                 + " |"
@@ -91,6 +103,7 @@ def render_markdown(run: dict[str, Any], html_path: Path | None = None) -> str:
         lines += ["", f"## Techniques on this model ({_cell(str(info.get('family', '?')))})", "",
                   "| technique | status | why |", "|---|---|---|"]  # fmt: skip
         lines += [f"| {_cell(r['kind'])} | {r['status']} | {_cell(r['why'])} |" for r in support]
+    lines += _search_lines(run)
     stages = (run.get("profile") or {}).get("stages") or {}
     if stages:
         total = sum(fmt.num(v) or 0.0 for v in stages.values()) or 1.0
@@ -99,3 +112,36 @@ def render_markdown(run: dict[str, Any], html_path: Path | None = None) -> str:
             v = fmt.num(ms) or 0.0
             lines.append(f"| {_cell(name)} | {v:,.1f} | {100 * v / total:.1f}% |")
     return "\n".join(lines) + "\n"
+
+
+def _search_lines(run: dict[str, Any]) -> list[str]:
+    """Screen accuracy per skill, and predicted against measured for every timed candidate."""
+    search = run.get("search") or {}
+    if not search:
+        return []
+    lines = ["", "## Search evidence", "", "| skill | screened | full evaluations | passed | share |",
+             "|---|---:|---:|---:|---:|"]  # fmt: skip
+    timed = []
+    for skill, ev in search.items():
+        sc = ev.get("screen") or {}
+        share = fmt.num(sc.get("pass_share"))
+        lines.append(
+            f"| {_cell(skill)} | {sc.get('screened', '—')} | {sc.get('full_evaluations', '—')} | "
+            f"{sc.get('full_passed', '—')} | {'—' if share is None else f'{100 * share:.0f}%'} |"
+        )
+        timed += [(skill, t) for t in ev.get("timed") or []]
+    for c in run.get("candidates") or []:
+        if (c.get("timing") or {}).get("interval"):
+            timed.append(("integrator", {"label": c.get("label"), "predicted_speedup": c.get("predicted_speedup"),
+                                         "speedup": c.get("speedup"), "interval": c["timing"]["interval"],
+                                         "clock": c["timing"].get("clock"), "pairs": c["timing"].get("pairs")}))  # fmt: skip
+    if timed:
+        lines += ["", "| timed by | candidate | predicted | measured | interval | clock, pairs |",
+                  "|---|---|---:|---:|---:|---|"]  # fmt: skip
+        for who, t in timed:
+            lines.append(
+                f"| {_cell(who)} | {_cell(t.get('label', ''))} | {fmt.speedup(t.get('predicted_speedup'))} | "
+                f"{fmt.speedup(t.get('speedup'))} | {fmt.interval(t.get('interval'))} | "
+                f"{_cell(str(t.get('clock') or '—'))}, {t.get('pairs') or '—'} |"
+            )
+    return lines
