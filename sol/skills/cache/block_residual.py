@@ -149,10 +149,15 @@ class BlockResidualCacheSkill(Skill):
         ]
 
     def search_space(self, context) -> list[TechniqueConfig]:
-        """FBC (Fn=1) at three thresholds spanning "barely" to "aggressive", and one DBCache-style
-        Fn=1/Bn=1 variant where the model is deep enough for a corrective tail block."""
+        """FBC (Fn=1) at three thresholds spanning "barely" to "aggressive", the middle one again
+        after a fifth of the steps as warm-up (threshold x warm-up; ``refine`` bisects the threshold
+        per warm-up), and one DBCache-style Fn=1/Bn=1 variant where the model is deep enough for a
+        corrective tail block."""
         n = len(context.adapter.blocks())
+        steps = int(getattr(context.workload, "num_inference_steps", 0) or 0)
         out = [BlockResidualCacheConfig(threshold=t) for t in (0.08, 0.16, 0.32)]
+        if steps >= 10:
+            out.append(BlockResidualCacheConfig(threshold=0.16, warmup_steps=round(0.2 * steps)))
         if n >= 6:
             out.append(BlockResidualCacheConfig(threshold=0.32, trailing_blocks=1))
         return out
