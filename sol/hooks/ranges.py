@@ -44,7 +44,7 @@ class SkipState(BaseState):
         self.step = -1  # transformer calls seen in this context (= denoising step index)
         self.skipping = False
         self.range_input = None
-        self.residual = None
+        self.residual = None  # a tuple: one residual per stream the range carries
         self.residual_step = None
         self.prev_residual = None  # the computed residual before ``residual`` (extrapolation)
         self.prev_residual_step = None
@@ -56,34 +56,56 @@ class SkipState(BaseState):
 
 
 class RangeHook(ModelHook):
-    """One block of a skippable range (see the module docstring for the roles)."""
+    """One block of a skippable range (see the module docstring for the roles).
+
+    ``hs`` is the block's stream argument, or a tuple of them for blocks that carry several streams
+    and return them as a tuple in that order (LTX-2: video, audio; HunyuanVideo 1.5: video, text;
+    Cosmos3: text prefix, video): each stream gets its own residual.
+    """
 
     _is_stateful = True
 
-    def __init__(self, state_manager: StateManager, start: bool, end: bool, hs: ArgRef, extrapolate=False):
+    def __init__(
+        self,
+        state_manager: StateManager,
+        start: bool,
+        end: bool,
+        hs: ArgRef | tuple[ArgRef, ...],
+        extrapolate=False,
+    ):
         super().__init__()
         self.state_manager = state_manager
         self.start, self.end = start, end
-        self.hs = hs
+        self.multi = isinstance(hs, tuple) and not isinstance(hs, ArgRef)
+        self.refs = tuple(hs) if self.multi else (hs,)
         self.extrapolate = extrapolate
+
+    def _out(self, streams):
+        streams = tuple(streams)
+        return streams if self.multi else streams[0]
 
     def new_forward(self, module, *args, **kwargs):
         st = context_state(self.state_manager)
-        hs = self.hs.get(args, kwargs)
+        xs = tuple(r.get(args, kwargs) for r in self.refs)
         if st.skipping:
             if not self.start:
-                return hs
+                return self._out(xs)
             if self.extrapolate and st.prev_residual is not None:
                 slope = (st.step - st.residual_step) / (st.residual_step - st.prev_residual_step)
-                return hs + (st.residual + (st.residual - st.prev_residual) * slope)
-            return hs + st.residual
+                return self._out(
+                    x + (r + (r - p) * slope)
+                    for x, r, p in zip(xs, st.residual, st.prev_residual, strict=True)
+                )
+            return self._out(x + r for x, r in zip(xs, st.residual, strict=True))
         if self.start:
-            st.range_input = hs
+            st.range_input = xs
         out = self.fn_ref.original_forward(*args, **kwargs)
         if self.end:
             if self.extrapolate and st.residual is not None and st.residual_step != st.step:
                 st.prev_residual, st.prev_residual_step = st.residual, st.residual_step
-            st.residual, st.residual_step = out - st.range_input, st.step
+            outs = tuple(out) if self.multi else (out,)
+            st.residual = tuple(o - i for o, i in zip(outs, st.range_input, strict=True))
+            st.residual_step = st.step
             st.range_input = None
         return out
 
@@ -100,9 +122,10 @@ def install_range(
     end: int,
     state_manager,
     name: str,
-    hs: ArgRef,
+    hs: ArgRef | tuple[ArgRef, ...],
     extrapolate=False,
 ) -> None:
-    """Register range hooks on ``blocks[start..end]`` through ``inst`` (reverted with it)."""
+    """Register range hooks on ``blocks[start..end]`` through ``inst`` (reverted with it); ``hs``: the
+    stream argument, or the tuple of stream arguments (``adapter.block_io.stream_refs()``)."""
     for i in range(start, end + 1):
         inst.hook(blocks[i], RangeHook(state_manager, i == start, i == end, hs, extrapolate), name, root=root)

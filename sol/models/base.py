@@ -40,6 +40,8 @@ class Capability(enum.StrEnum):
     PRUNABLE_TOKENS = "prunable_tokens"  # per-token block arguments can be gathered with the tokens
     LINEAR_LAYERS = "linear_layers"  # nn.Linear layers that may be swapped (quantization)
     STEP_MODULATION = "step_modulation"  # timestep-modulated input visible for step caching
+    # diffusers' block caches (FirstBlockCache, TaylorSeer, MagCache) know this family's blocks
+    DIFFUSERS_BLOCK_CACHE = "diffusers_block_cache"
     FUSABLE_BLOCKS = "fusable_blocks"  # block forward written over BlockOps chains (kernel fusion)
 
 
@@ -97,6 +99,14 @@ class WorkloadRules:
                 f" guidance from the pipeline's guider ({self.guidance_scale}); set guidance_scale to"
                 f" {self.guidance_scale} in the workload, or change the pipeline's guider"
             )
+
+
+# Reasons for capabilities that need per-family work nobody has done yet (a family's own
+# ``capability_gaps`` says why one is impossible instead).
+_NOT_YET = {
+    Capability.FUSABLE_BLOCKS: "kernel fusion needs the family's block forward written over fusable op chains"
+    " (adapter.block_forward); written for Wan only so far",
+}
 
 
 def _vae_factors(pipe, temporal: tuple[str, ...], spatial: tuple[str, ...], default: tuple[int, int]):
@@ -179,6 +189,19 @@ class BlockIO:
     token_dim: int = 1
     hidden_states: str = "hidden_states"
     modulation: str = "temb"
+    # Blocks that carry several streams (LTX-2: video, audio; HunyuanVideo 1.5: video, text) return
+    # them as a tuple: their argument names in return order. Empty: the block returns hidden_states.
+    streams: tuple[str, ...] = ()
+
+    def stream_refs(self) -> ArgRef | tuple[ArgRef, ...]:
+        """The stream argument(s) block-range caching bypasses: one ArgRef, or a tuple in return order."""
+        if not self.streams:
+            return self.ref(self.hidden_states)
+        return tuple(self.ref(n) for n in self.streams)
+
+    def primary_output(self, out):
+        """The ``hidden_states`` stream of a block's output (the whole output for one-stream blocks)."""
+        return out[self.streams.index(self.hidden_states)] if self.streams else out
 
     def ref(self, name: str) -> ArgRef:
         """(name, position) of a block argument, for :class:`~sol.hooks.ArgRef` access."""
@@ -233,6 +256,9 @@ class ModelAdapter:
     :func:`register_adapter`."""
 
     family: ClassVar[str] = ""
+    title: ClassVar[str] = ""  # the family's name for people, e.g. "SANA-Video"
+    pipeline_class: ClassVar[str] = ""  # the diffusers pipeline and transformer classes it covers
+    transformer_class: ClassVar[str] = ""
     capabilities: ClassVar[frozenset[Capability]] = frozenset()
     block_io: ClassVar[BlockIO]
     # Arguments of the transformer's own forward.
@@ -326,6 +352,19 @@ class ModelAdapter:
     def attention_output(self, attn: nn.Module, out: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
         """The module's output from the attention result ``[B, S, H, D]`` (merge heads, project)."""
         raise NotImplementedError(f"{self.family} does not expose its attention output projection")
+
+    def processor_rotary_emb(self, rest: tuple, kwargs: dict):
+        """The self-attention RoPE among what a processor receives after ``attention_mask``.
+
+        Attention modules call their processor as their family does: Wan
+        ``(attn, hidden_states, encoder_hidden_states, attention_mask, rotary_emb)``, LTX-2
+        ``(..., attention_mask, query_rotary_emb, key_rotary_emb, **kw)``. A processor Sol installs
+        takes ``(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, *rest, **kw)``
+        and reads the RoPE here, so it fits every family.
+
+        >>> rope = adapter.processor_rotary_emb(rest, kw)  # doctest: +SKIP
+        """
+        return rest[0] if rest else kwargs.get("rotary_emb")
 
     def self_attention(self, attn, processor, hidden_states, rotary_emb=None, attend=None) -> torch.Tensor:
         """Self-attention of ``attn`` with ``attend(q, k, v)`` in place of dense attention.
@@ -431,7 +470,9 @@ class ModelAdapter:
         """Why this family lacks ``capability`` (None when it has it)."""
         if capability in self.capabilities:
             return None
-        return self.capability_gaps.get(capability, "not implemented for this family yet")
+        return self.capability_gaps.get(
+            capability, _NOT_YET.get(capability, "not implemented for this family yet")
+        )
 
     def text_kv_refusal(self) -> str | None:
         """Why text K/V reuse cannot be exact on this model (None: it can, masks included)."""
@@ -465,6 +506,11 @@ class ModelAdapter:
 
 
 _ADAPTERS: list[type[ModelAdapter]] = []
+
+
+def registered_families() -> list[type[ModelAdapter]]:
+    """Every registered adapter class (one per model family), in registration order."""
+    return list(_ADAPTERS)
 
 
 def register_adapter(cls: type[ModelAdapter]) -> type[ModelAdapter]:

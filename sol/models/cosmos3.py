@@ -15,8 +15,10 @@ What that means for Sol (the reasons are the adapter's ``capability_gaps``):
   them needs a prefix cache of the understanding pathway, not a cross-attention K/V cache;
 - attention is one packed dual-pathway call, so the q/k/v contract of sparse attention (one
   stream's self-attention) does not describe it, and token pruning has no per-stream contract;
-- Sol's block and step caches bypass one stream; a layer returns two. (diffusers registers this
-  layer for its own block caches, with ``gen_seq`` as the stream.)
+- Sol's block cache applies: it bypasses both streams together (a residual per stream; the decision
+  watches the video). diffusers registers this layer for its block caches, but in 0.42.1 their hooks
+  fail on its argument names; step-output caching needs a timestep-modulated input, which these
+  layers do not have.
 """
 
 from __future__ import annotations
@@ -28,17 +30,18 @@ from sol.errors import SolError
 from sol.hooks.core import ArgRef
 from sol.models.base import BlockIO, Capability, ModelAdapter, WorkloadRules, register_adapter
 
-_TWO_STREAMS = (
-    "Cosmos3 layers carry and return two streams (text prefix, video); Sol's block and step caches"
-    " bypass blocks of one stream"
-)
-
 
 @register_adapter
 class Cosmos3Adapter(ModelAdapter):
     family = "cosmos3"
-    capabilities = frozenset({Capability.LINEAR_LAYERS})
+    title = "Cosmos3"
+    pipeline_class = "Cosmos3OmniPipeline"
+    transformer_class = "Cosmos3OmniTransformer"
+    capabilities = frozenset({Capability.LINEAR_LAYERS, Capability.BLOCK_RESIDUALS})
     capability_gaps = {
+        Capability.DIFFUSERS_BLOCK_CACHE: "diffusers 0.42.1 registers Cosmos3's layer, but its FirstBlockCache"
+        " and MagCache hooks read the block's arguments as hidden_states / encoder_hidden_states and fail on"
+        " (und_seq, gen_seq); Sol's own block cache applies",
         Capability.CROSS_ATTENTION: "Cosmos3 has no cross-attention: the prompt is a causal prefix of one"
         " packed sequence, run through every layer at every step (its keys and values do not change"
         " during a generation, but reusing them needs a prefix cache, not text K/V reuse)",
@@ -47,7 +50,6 @@ class Cosmos3Adapter(ModelAdapter):
         " q/k/v contract covers one stream's self-attention",
         Capability.SWAPPABLE_ATTENTION: "Cosmos3's attention processor takes (und_seq, gen_seq, rotary_emb),"
         " not the (hidden_states, encoder_hidden_states, ...) call Sol's attention techniques wrap",
-        Capability.BLOCK_RESIDUALS: _TWO_STREAMS,
         Capability.PRUNABLE_TOKENS: "Cosmos3 packs text and video into one unbatched sequence per layer;"
         " there is no per-stream token contract to prune",
         Capability.STEP_MODULATION: "Cosmos3 layers have no timestep modulation: the timestep embedding is"
@@ -61,6 +63,7 @@ class Cosmos3Adapter(ModelAdapter):
         token_dim=0,
         hidden_states="gen_seq",
         modulation="",
+        streams=("und_seq", "gen_seq"),
     )
     input_argument = ArgRef("vision_tokens", 5)
     timestep_argument = ArgRef("vision_timesteps", 10)

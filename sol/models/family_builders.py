@@ -219,7 +219,7 @@ def build_ltx2_pipeline(
     # The audio VAE compresses mel bins 4x: a token carries latent_channels x mel_bins / 4 values.
     mel_bins = 8 if audio_in_channels <= 16 else 64
     audio_vae = AutoencoderKLLTX2Audio(
-        base_channels=4,
+        base_channels=audio_in_channels,  # its latents_mean/std have base_channels entries, one per token value
         output_channels=2,
         ch_mult=(1,),
         num_res_blocks=1,
@@ -411,7 +411,8 @@ def build_hunyuan_video15_pipeline(
     ).eval()
     vae = AutoencoderKLHunyuanVideo15(
         latent_channels=latent_channels,
-        block_out_channels=(8, 8, 8, 8, 8),
+        # The decoder adds its input repeated block_out_channels[-1] // latent_channels times: at least once.
+        block_out_channels=(max(8, latent_channels),) * 5,
         layers_per_block=1,
         spatial_compression_ratio=16,
         temporal_compression_ratio=4,

@@ -13,8 +13,9 @@ What that means for Sol (the reasons are the adapter's ``capability_gaps``):
   every block updates, so its keys and values change at every step;
 - sparse attention is refused: attention is joint over video and text tokens with one mask, and
   the q/k/v contract covers video self-attention alone;
-- Sol's block and step caches bypass one stream; a block returns two (diffusers' block caches do
-  not register HunyuanVideo15TransformerBlock either), and token pruning has no two-stream contract.
+- Sol's block and step caches bypass both streams together (a residual per stream; the decision
+  watches the video stream); diffusers' block caches do not register this block; token pruning
+  has no two-stream contract.
 """
 
 from __future__ import annotations
@@ -29,8 +30,16 @@ from sol.models.base import BlockIO, Capability, ModelAdapter, WorkloadRules, re
 @register_adapter
 class HunyuanVideo15Adapter(ModelAdapter):
     family = "hunyuan_video15"
+    title = "HunyuanVideo 1.5"
+    pipeline_class = "HunyuanVideo15Pipeline"
+    transformer_class = "HunyuanVideo15Transformer3DModel"
     capabilities = frozenset(
-        {Capability.SWAPPABLE_ATTENTION, Capability.LINEAR_LAYERS, Capability.STEP_MODULATION}
+        {
+            Capability.SWAPPABLE_ATTENTION,
+            Capability.BLOCK_RESIDUALS,
+            Capability.LINEAR_LAYERS,
+            Capability.STEP_MODULATION,
+        }
     )
     capability_gaps = {
         Capability.CROSS_ATTENTION: "HunyuanVideo 1.5 has no cross-attention: the text is a second stream,"
@@ -38,9 +47,8 @@ class HunyuanVideo15Adapter(ModelAdapter):
         " values change at every step",
         Capability.SELF_ATTENTION_QKV: "HunyuanVideo 1.5 attention is joint over video and text tokens with"
         " one padding mask (MMDiT); the q/k/v contract covers video self-attention alone",
-        Capability.BLOCK_RESIDUALS: "HunyuanVideo 1.5 blocks carry and return two streams (video, text); Sol's"
-        " block and step caches bypass blocks of one stream, and diffusers' block caches do not register"
-        " HunyuanVideo15TransformerBlock",
+        Capability.DIFFUSERS_BLOCK_CACHE: "diffusers' block caches do not register"
+        " HunyuanVideo15TransformerBlock (TransformerBlockRegistry); Sol's own block and step caches apply",
         Capability.PRUNABLE_TOKENS: "HunyuanVideo 1.5 blocks return (video, text) from one joint attention;"
         " pruning video tokens needs a two-stream block contract",
     }
@@ -52,6 +60,7 @@ class HunyuanVideo15Adapter(ModelAdapter):
         hidden_states_layout="[B, S, D], S = F' * H' * W' in (t, h, w) raster order",
         per_token=("hidden_states", "freqs_cis"),
         modulation="temb",
+        streams=("hidden_states", "encoder_hidden_states"),
     )
     input_argument = ArgRef("hidden_states", 0)
     timestep_argument = ArgRef("timestep", 1)

@@ -15,7 +15,14 @@ from pathlib import Path
 import torch
 
 from sol.errors import SolError
-from sol.models.base import Fingerprint, ModelAdapter, adapter_for, denoisers, fingerprint
+from sol.models.base import (
+    Fingerprint,
+    ModelAdapter,
+    adapter_for,
+    denoisers,
+    fingerprint,
+    registered_families,
+)
 from sol.models.builders import PRESETS, build_preset
 
 ASSETS = Path(__file__).parent / "assets"
@@ -55,13 +62,42 @@ def reference_model_path() -> Path | None:
 
 
 def list_models() -> list[dict]:
-    """Built-in models and presets, for ``sol models``."""
+    """Model families (a local diffusers folder of any of them loads), built-in models and presets,
+    for ``sol models``; every row names its ``family``."""
     rows = []
+    for cls in sorted(registered_families(), key=lambda c: (c.family != "wan", c.title.lower())):
+        rows.append(
+            {
+                "name": cls.family,
+                "kind": "family",
+                "family": cls.family,
+                "description": f"{cls.title}: {cls.pipeline_class} ({cls.transformer_class});"
+                " --model <folder> loads a local diffusers folder of it",
+                "available": True,
+            }
+        )
     for name, (path, desc) in BUILTIN_MODELS.items():
         present = (path / "model_index.json").is_file()
-        rows.append({"name": name, "kind": "built-in (trained)", "description": desc, "available": present})
-    for name, (desc, _) in PRESETS.items():
-        rows.append({"name": name, "kind": "preset (random weights)", "description": desc, "available": True})
+        rows.append(
+            {
+                "name": name,
+                "kind": "built-in (trained)",
+                "family": "wan",
+                "description": desc,
+                "available": present,
+            }
+        )
+    for name, (desc, kwargs) in PRESETS.items():
+        family = kwargs.get("builder", "wan")
+        rows.append(
+            {
+                "name": name,
+                "kind": "preset (random weights)",
+                "family": family,
+                "description": desc,
+                "available": True,
+            }
+        )
     return rows
 
 

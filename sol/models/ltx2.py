@@ -15,8 +15,9 @@ What that means for Sol:
 - text K/V reuse applies to the video prompt cross-attention (``attn2``) and honours its mask;
   on LTX-2.3 checkpoints whose prompt modulation depends on the timestep (``prompt_adaln``), the
   text entering ``attn2`` changes every step and reuse is refused;
-- Sol's block and step caches bypass one stream; a block here returns two, so they are refused
-  (diffusers' block caches do not know this block either), as is token pruning.
+- Sol's block and step caches bypass both streams together (a residual per stream; the decision
+  watches the video stream); diffusers' block caches do not know this block. Token pruning has no
+  two-stream contract and is refused.
 """
 
 from __future__ import annotations
@@ -33,11 +34,6 @@ from sol.models.base import (
     WorkloadRules,
     register_adapter,
     tokenizer_max_length,
-)
-
-_TWO_STREAMS = (
-    "LTX-2 blocks carry and return two streams (video, audio); Sol's block and step caches bypass blocks"
-    " of one stream, and diffusers' block caches do not register LTX2VideoTransformerBlock"
 )
 
 
@@ -57,17 +53,22 @@ def _rope(attn, x: torch.Tensor, freqs) -> torch.Tensor:
 @register_adapter
 class LTX2Adapter(ModelAdapter):
     family = "ltx2"
+    title = "LTX-2"
+    pipeline_class = "LTX2Pipeline"
+    transformer_class = "LTX2VideoTransformer3DModel"
     capabilities = frozenset(
         {
             Capability.SWAPPABLE_ATTENTION,
             Capability.SELF_ATTENTION_QKV,
             Capability.CROSS_ATTENTION,
+            Capability.BLOCK_RESIDUALS,
             Capability.LINEAR_LAYERS,
             Capability.STEP_MODULATION,
         }
     )
     capability_gaps = {
-        Capability.BLOCK_RESIDUALS: _TWO_STREAMS,
+        Capability.DIFFUSERS_BLOCK_CACHE: "diffusers' block caches do not register LTX2VideoTransformerBlock"
+        " (TransformerBlockRegistry); Sol's own block and step caches apply",
         Capability.PRUNABLE_TOKENS: "LTX-2 blocks return (video, audio) and mix the streams through audio-video"
         " cross-attention inside the block; pruning video tokens needs a two-stream block contract",
     }
@@ -104,6 +105,7 @@ class LTX2Adapter(ModelAdapter):
         hidden_states_layout="[B, S, D] video tokens, S = F' * H' * W' in (t, h, w) raster order (packed latents)",
         per_token=("hidden_states", "video_rotary_emb", "ca_video_rotary_emb"),
         modulation="temb",
+        streams=("hidden_states", "audio_hidden_states"),
     )
     input_argument = ArgRef("hidden_states", 0)
     timestep_argument = ArgRef("timestep", 4)
@@ -264,6 +266,10 @@ class LTX2Adapter(ModelAdapter):
             backend=getattr(processor, "_attention_backend", None),
             parallel_config=getattr(processor, "_parallel_config", None),
         )
+
+    def processor_rotary_emb(self, rest: tuple, kwargs: dict):
+        """``query_rotary_emb``: LTX2Attention passes it (then ``key_rotary_emb``) after the mask."""
+        return rest[0] if rest else kwargs.get("query_rotary_emb")
 
     def attention_output(self, attn: nn.Module, out: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
         if attn.to_gate_logits is not None:

@@ -28,6 +28,9 @@ from sol.models.base import BlockIO, Capability, ModelAdapter, register_adapter
 @register_adapter
 class SanaVideoAdapter(ModelAdapter):
     family = "sana_video"
+    title = "SANA-Video"
+    pipeline_class = "SanaVideoPipeline"
+    transformer_class = "SanaVideoTransformer3DModel"
     capabilities = frozenset(
         {
             Capability.SWAPPABLE_ATTENTION,
@@ -38,6 +41,9 @@ class SanaVideoAdapter(ModelAdapter):
         }
     )
     capability_gaps = {
+        Capability.DIFFUSERS_BLOCK_CACHE: "SanaVideoTransformer3DModel has no diffusers CacheMixin"
+        " (enable_cache), so diffusers' FirstBlockCache, TaylorSeer and MagCache cannot attach; Sol's own"
+        " block and step caches apply",
         Capability.SELF_ATTENTION_QKV: "SANA-Video's self-attention is linear attention (ReLU kernels, K^T V"
         " computed first): there is no query-key score map to sparsify, and its cost is already linear"
         " in the tokens",

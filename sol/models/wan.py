@@ -40,6 +40,9 @@ def _eps(norm: nn.Module, x: torch.Tensor) -> float:
 @register_adapter
 class WanAdapter(ModelAdapter):
     family = "wan"
+    title = "Wan 2.1 / 2.2"
+    pipeline_class = "WanPipeline"
+    transformer_class = "WanTransformer3DModel"
     capabilities = frozenset(
         {
             Capability.SWAPPABLE_ATTENTION,
@@ -50,6 +53,7 @@ class WanAdapter(ModelAdapter):
             Capability.LINEAR_LAYERS,
             Capability.STEP_MODULATION,
             Capability.FUSABLE_BLOCKS,
+            Capability.DIFFUSERS_BLOCK_CACHE,
         }
     )
     # WanTransformerBlock.forward(hidden_states, encoder_hidden_states, temb, rotary_emb) -> hidden_states.

@@ -62,13 +62,20 @@ class BlockCacheDecideHook(ModelHook):
     _is_stateful = True
 
     def __init__(
-        self, state_manager, config: BlockResidualCacheConfig, record: bool, decide: bool, hs: ArgRef
+        self,
+        state_manager,
+        config: BlockResidualCacheConfig,
+        record: bool,
+        decide: bool,
+        hs: ArgRef,
+        primary=lambda out: out,
     ):
         super().__init__()
         self.state_manager = state_manager
         self.config = config
         self.record, self.decide = record, decide
         self.hs = hs
+        self.primary = primary  # the hidden_states stream of a block's output (blocks may return several)
 
     def new_forward(self, module, *args, **kwargs):
         st = context_state(self.state_manager)
@@ -78,7 +85,7 @@ class BlockCacheDecideHook(ModelHook):
             st.head_input = self.hs.get(args, kwargs)
         out = self.fn_ref.original_forward(*args, **kwargs)
         if self.decide:
-            self._decide(st, out - st.head_input)
+            self._decide(st, self.primary(out) - st.head_input)
             st.head_input = None
         return out
 
@@ -128,15 +135,16 @@ class BlockResidualCacheSkill(Skill):
         inst.refuse_hooked(blocks, DECIDE_HOOK, RANGE_HOOK)
         root = adapter.transformer
         sm = StateManager(SkipState)
-        hs = adapter.block_io.ref(adapter.block_io.hidden_states)
-        install_range(inst, root, blocks, fn, n - bn - 1, sm, RANGE_HOOK, hs)
+        io = adapter.block_io
+        hs = io.ref(io.hidden_states)
+        install_range(inst, root, blocks, fn, n - bn - 1, sm, RANGE_HOOK, io.stream_refs())
         if fn == 1:
-            inst.hook(blocks[0], BlockCacheDecideHook(sm, config, True, True, hs), DECIDE_HOOK, root=root)
+            decide = BlockCacheDecideHook(sm, config, True, True, hs, io.primary_output)
+            inst.hook(blocks[0], decide, DECIDE_HOOK, root=root)
         else:
             inst.hook(blocks[0], BlockCacheDecideHook(sm, config, True, False, hs), DECIDE_HOOK, root=root)
-            inst.hook(
-                blocks[fn - 1], BlockCacheDecideHook(sm, config, False, True, hs), DECIDE_HOOK, root=root
-            )
+            decide = BlockCacheDecideHook(sm, config, False, True, hs, io.primary_output)
+            inst.hook(blocks[fn - 1], decide, DECIDE_HOOK, root=root)
         inst.on_revert(sm.reset)
         track_steps(inst, adapter)
         inst.state_manager = sm  # evidence: per-context decisions

@@ -27,6 +27,7 @@ import torch
 
 from sol.hooks import ArgRef, BaseState, Installation, ModelHook, StateManager, track_steps
 from sol.hooks.ranges import context_state
+from sol.models.base import Capability
 from sol.skills.cache._common import rel_l1
 
 RECORD_HEAD_HOOK = "sol_cache_calibration_head"
@@ -102,7 +103,7 @@ class _RecState(BaseState):
 class _Head(ModelHook):
     _is_stateful = True
 
-    def __init__(self, sm, adapter, block, hs: ArgRef, temb: ArgRef, sink):
+    def __init__(self, sm, adapter, block, hs: ArgRef, temb: ArgRef | None, sink):
         super().__init__()
         self.state_manager, self.adapter, self.block = sm, adapter, block
         self.hs, self.temb, self.sink = hs, temb, sink
@@ -114,7 +115,13 @@ class _Head(ModelHook):
             self.sink.setdefault(name, [])
             self.sink[name].append(st.trace)  # one list per generation and context
         hs = self.hs.get(args, kwargs)
-        mod = self.adapter.modulated_input(self.block, hs, self.temb.get(args, kwargs))
+        # Families without timestep modulation (Cosmos3) record the change of the block input itself:
+        # MagCache needs only the magnitudes; step-output caching is refused there.
+        mod = (
+            hs
+            if self.temb is None
+            else self.adapter.modulated_input(self.block, hs, self.temb.get(args, kwargs))
+        )
         st.t += 1
         st.x = None if st.mod is None else rel_l1(mod, st.mod)
         st.mod, st.inp = mod, hs
@@ -128,14 +135,15 @@ class _Head(ModelHook):
 class _Tail(ModelHook):
     _is_stateful = True
 
-    def __init__(self, sm):
+    def __init__(self, sm, primary=lambda out: out):
         super().__init__()
         self.state_manager = sm
+        self.primary = primary  # the hidden_states stream of the block's output
 
     def new_forward(self, module, *args, **kwargs):
         st = context_state(self.state_manager)
         out = self.fn_ref.original_forward(*args, **kwargs)
-        res = out - st.inp
+        res = self.primary(out) - st.inp
         if st.res is not None and st.x is not None:
             mag = (
                 torch.linalg.norm(res.float(), dim=-1) / (torch.linalg.norm(st.res.float(), dim=-1) + 1e-8)
@@ -160,14 +168,13 @@ def calibrate(pipe, adapter, workload, *, prompts: int = 1) -> Calibration:
     blocks = list(adapter.blocks())
     sm = StateManager(_RecState)
     sink: dict[str, list[list[dict]]] = {}
-    hs, temb = (
-        adapter.block_io.ref(adapter.block_io.hidden_states),
-        adapter.block_io.ref(adapter.block_io.modulation),
-    )
+    io = adapter.block_io
+    hs = io.ref(io.hidden_states)
+    temb = io.ref(io.modulation) if Capability.STEP_MODULATION in adapter.capabilities else None
     root = adapter.transformer
     inst = Installation("cache calibration")
     # Tail first: on a one-block model the head must wrap it (outermost runs first).
-    inst.hook(blocks[-1], _Tail(sm), RECORD_TAIL_HOOK, root=root)
+    inst.hook(blocks[-1], _Tail(sm, io.primary_output), RECORD_TAIL_HOOK, root=root)
     inst.hook(blocks[0], _Head(sm, adapter, blocks[0], hs, temb, sink), RECORD_HEAD_HOOK, root=root)
     inst.on_revert(sm.reset)
     track_steps(inst, adapter)

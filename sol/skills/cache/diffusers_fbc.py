@@ -38,7 +38,7 @@ class DiffusersFirstBlockCacheSkill(Skill):
     name = "cache"
     reads = frozenset({Seam.BLOCK_OUTPUT})
     writes = frozenset({Seam.STEP_OUTPUT, Seam.BLOCK_OUTPUT, Seam.DIFFUSERS_CACHE})
-    requires = frozenset({Capability.BLOCK_RESIDUALS})
+    requires = frozenset({Capability.BLOCK_RESIDUALS, Capability.DIFFUSERS_BLOCK_CACHE})
     phase = Phase.STEPS
 
     def apply(self, pipe, config: DiffusersFirstBlockCacheConfig, adapter) -> Handle:

@@ -196,8 +196,17 @@ class StepOutputCacheSkill(Skill):
             adapter.block_io.ref(adapter.block_io.hidden_states),
             adapter.block_io.ref(adapter.block_io.modulation),
         )
+        streams = adapter.block_io.stream_refs()  # every stream a block carries is bypassed together
         install_range(
-            inst, root, blocks, 0, len(blocks) - 1, sm, RANGE_HOOK, hs, extrapolate=config.reuse == "linear"
+            inst,
+            root,
+            blocks,
+            0,
+            len(blocks) - 1,
+            sm,
+            RANGE_HOOK,
+            streams,
+            extrapolate=config.reuse == "linear",
         )
         # Registered after the range hook, so it wraps it: the decision comes first.
         inst.hook(
