@@ -335,3 +335,29 @@ def test_search_space_is_valid_and_cheap_first(tiny, grid_workload):
     for kind, cls in (("sta", StaConfig), ("svg", SvgConfig), ("radial", RadialConfig), ("pisa", PisaConfig)):
         space = skill_for(cls()).search_space(ctx)
         assert space and all(c.kind == f"sparse_attention.{kind}" for c in space), kind
+
+
+def test_layer_profile_picks_the_dense_fallback_layers(tiny, grid_workload):
+    """With a pipeline, the search measures each layer's error under the pattern (one partial
+    generation) and proposes the window with the most sensitive half of the layers dense."""
+    from sol.hardware import resolve
+    from sol.skills import SearchContext
+    from sol.skills.sparse_attention import _search
+
+    base = _run(tiny.pipe, grid_workload)
+    procs = {n: m.processor for n, m in tiny.adapter.self_attention_modules().items()}
+    ctx = SearchContext(adapter=tiny.adapter, hardware=resolve("cpu"), workload=grid_workload, pipe=tiny.pipe)
+    cfg = StaConfig(tile=(1, 2, 2), window=(1, 1, 1))
+    errors = _search.layer_errors(ctx, cfg)
+    n = len(procs)
+    assert errors is not None and len(errors) == n and all(e > 0 for e in errors)
+    assert ctx.notes["sparse_attention"]["layer_errors"][cfg.label()] == [round(e, 4) for e in errors]
+    worst = _search.least_sensitive(errors, n // 2)
+    assert len(worst) == n - n // 2 and min(errors[i] for i in worst) >= max(
+        errors[i] for i in range(n) if i not in worst
+    )
+    space = skill_for(cfg).search_space(ctx)
+    assert any(c.dense_layers for c in space)
+    # The profile left the pipeline as it was.
+    assert {n: m.processor for n, m in tiny.adapter.self_attention_modules().items()} == procs
+    assert _same(_run(tiny.pipe, grid_workload), base)

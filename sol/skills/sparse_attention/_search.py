@@ -4,16 +4,27 @@ Cheap first: a candidate's speed follows the share of attention it computes (its
 known before it runs; what it costs in quality is what must be measured. So each method screens a
 few densities and the cheapest dense fallbacks, then :func:`refine_windows` moves between the
 sparsest setting that met the floor and the densest that missed it, or, when nothing met it, keeps
-the pattern only where it costs least quality (the last layers, after a dense first step).
+the pattern only where it costs least quality.
+
+Where it costs least is measured, not assumed: :func:`layer_errors` captures every layer's q, k, v
+at the middle step of one prompt (one partial generation, cached for the search) and computes each
+layer's relative output error under a candidate's pattern; layers whose heads attend globally show
+large errors and get the dense fallback (``dense_layers``). The errors are kept in
+``context.notes["sparse_attention"]`` (small JSON, the search's evidence).
 """
 
 from __future__ import annotations
 
 import math
 
-from sol.hooks import Span
-from sol.skills.sparse_attention._base import density_of
+import torch
+
+from sol.hooks import ForwardContext, Installation, Span, track_steps
+from sol.skills.sparse_attention._base import Call, SparseAttentionProcessor, Work, density_of
 from sol.skills.sparse_attention.tiling import Tiling
+
+NOTE = "sparse_attention"
+_CAPTURED: dict = {}  # (pipe id, workload) -> (grid, [(q, k, v) per layer]); one entry, tensors stay out of notes
 
 
 def grid_of(context) -> tuple[int, int, int]:
@@ -23,9 +34,13 @@ def grid_of(context) -> tuple[int, int, int]:
 
 
 def tile_target(context) -> int:
-    """Tokens per tile: 64 on the CPU (batched SDPA rows long enough to pay for the gather), 128 on
-    a GPU (FlexAttention's block size)."""
-    return 128 if getattr(context.hardware, "kind", "cpu") == "cuda" else 64
+    """Tokens per tile: 48 on the CPU, 128 on a GPU (FlexAttention's block size).
+
+    On the CPU, batched SDPA over 48-192-token tiles ran at the same cost per kept pair (measured at
+    2,304 tokens, 25 % of the tiles: 23-31 ms against 69-79 ms dense), so the smaller tile wins: it
+    leaves more tiles per axis (a 9x16x16 grid is 3x4x4 tiles of 48, only 9x2x2 of 64 = 1x8x8) and
+    so finer windows."""
+    return 128 if getattr(context.hardware, "kind", "cpu") == "cuda" else 48
 
 
 def step_count(context) -> int:
@@ -74,6 +89,101 @@ def split(results, floor: float, config_type) -> tuple[list, list]:
     return ok, bad
 
 
+class _Done(Exception):
+    """Stops the profiling generation once every layer was captured."""
+
+
+def captured_qkv(context):
+    """``(grid, [(q, k, v)] per layer)`` at the middle step (cond branch) of the workload's first
+    prompt on ``context.pipe``; None without a pipeline. Cached for the search (one entry)."""
+    pipe = context.pipe
+    if pipe is None:
+        return None
+    wl = context.workload.shortened(prompts=1)
+    key = (id(pipe), wl.model_dump_json())
+    if key in _CAPTURED:
+        return _CAPTURED[key]
+    from sol.bench.runner import generate
+
+    adapter = context.adapter
+    mods = list(adapter.self_attention_modules().values())
+    mid = max(0, step_count(context) // 2)
+    got: dict[int, tuple] = {}
+    grid: list = []
+    inst = Installation("sparse_attention profile")
+    ctx = track_steps(inst, adapter)
+
+    class Capture:
+        def __init__(self, inner, layer):
+            self.inner, self.layer = inner, layer
+
+        def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None,
+                     rotary_emb=None, **kw):  # fmt: skip
+            if (
+                ctx.step == mid
+                and ctx.branch != "uncond"
+                and self.layer not in got
+                and encoder_hidden_states is None
+            ):
+                got[self.layer] = tuple(
+                    t.detach().clone() for t in adapter.self_attention_qkv(attn, hidden_states, rotary_emb)
+                )
+                grid[:] = [ctx.grid]
+            return self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, rotary_emb, **kw)
+
+    def stop():
+        if len(got) == len(mods):
+            raise _Done
+
+    try:
+        for i, m in enumerate(mods):
+            inst.processor(m, Capture(m.processor, i))
+        with torch.no_grad():
+            generate(pipe, wl, step_callback=stop)
+    except _Done:
+        pass
+    finally:
+        inst.revert()
+    if len(got) != len(mods) or not grid or grid[0] is None:
+        return None
+    _CAPTURED.clear()
+    _CAPTURED[key] = (tuple(grid[0]), [got[i] for i in range(len(mods))])
+    return _CAPTURED[key]
+
+
+def layer_errors(context, config) -> list[float] | None:
+    """Relative error of each layer's self-attention output under ``config``'s pattern, on the
+    captured q, k, v (None without a pipeline). Recorded in ``context.notes``."""
+    from sol.skills.base import skill_for
+
+    captured = captured_qkv(context)
+    if captured is None:
+        return None
+    grid, qkvs = captured
+    skill = skill_for(config)
+    adapter = context.adapter
+    mods = list(adapter.self_attention_modules().values())
+    tiling = Tiling.build(grid, config.tile)
+    errs = []
+    with torch.no_grad():
+        for i, (q, k, v) in enumerate(qkvs):
+            inner = mods[i].processor
+            ctx = ForwardContext(step=1, num_steps=None, grid=grid, active=True)
+            proc = SparseAttentionProcessor(inner, skill, config, adapter, ctx, i, len(mods), Work())
+            out, _ = skill.attend(Call(proc, tiling, "gather"), q, k, v)
+            ref = adapter.attend(inner, q, k, v)
+            errs.append(float((out.float() - ref.float()).norm() / ref.float().norm().clamp_min(1e-12)))
+    notes = context.notes.setdefault(NOTE, {}) if isinstance(context.notes, dict) else {}
+    notes.setdefault("layer_errors", {})[config.label()] = [round(e, 4) for e in errs]
+    return errs
+
+
+def least_sensitive(errors: list[float], keep: int) -> tuple[int, ...]:
+    """The layers to make dense so that only the ``keep`` least sensitive ones stay sparse."""
+    order = sorted(range(len(errors)), key=lambda i: errors[i])
+    return tuple(sorted(order[keep:]))
+
+
 def refine_windows(context, results, config_type, between=None) -> list:
     """Refinement shared by the mask methods (STA, radial).
 
@@ -96,7 +206,12 @@ def refine_windows(context, results, config_type, between=None) -> list:
         return []
     n_layers = layer_count(context)
     _, c_best = max(bad, key=lambda p: p[0])  # the densest (most faithful) one tried
-    base = c_best.model_copy(update={"layers": Span(start=max(0, n_layers - max(1, n_layers // 4)))})
+    keep = max(1, n_layers // 4)
+    errors = layer_errors(context, c_best.model_copy(update={"dense_layers": (), "layers": Span()}))
+    if errors is not None:  # the least sensitive quarter of the layers, by measured error
+        base = c_best.model_copy(update={"layers": Span(), "dense_layers": least_sensitive(errors, keep)})
+    else:  # no pipeline to profile: the last layers (closest to the output, least amplified)
+        base = c_best.model_copy(update={"layers": Span(start=max(0, n_layers - keep))})
     out.append(base)
     if step_count(context) > 2 and base.dense_steps is None:
         out.append(base.model_copy(update={"dense_steps": Span(stop=1)}))
