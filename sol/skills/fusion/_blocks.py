@@ -9,9 +9,10 @@ probes) wrap the installed forward, so their decisions stay outside every fused 
 
 Inside a block, a module another technique changed (its attention processor, diffusers hooks
 other than the work probes, or a layer quantization replaced with one the compiler cannot trace)
-is never fused or traced: it runs as it is, eagerly. The check runs where the ops decide (at
-trace time in a compiled block, guarded), so a technique applied after fusion (text K/V reuse,
-sparse attention, PAB) keeps working, at the cost of what fusion would have saved around it.
+is never fused or traced: it runs as it is, eagerly. The check runs at every block call (for
+the attention modules, outside any graph; for the feed-forward, at trace time, guarded), so a
+technique applied after fusion (text K/V reuse, sparse attention, PAB) keeps working, at the
+cost of what fusion would have saved around it.
 """
 
 from __future__ import annotations
@@ -69,27 +70,74 @@ def block_parts(adapter) -> list[dict[str, nn.Module]]:
     return out
 
 
-class FusedBlock:
-    """A block's ``forward`` after fusion: ``run(adapter, block, ops, *args)`` (the adapter's block
-    forward, compiled or not), counting the attention calls the fused region hides from probes."""
+class Fuser:
+    """One fusion method applied to one transformer: which parts it hides from their modules
+    (``wants``), and the runner and ops for each set of parts it actually hides (``variant``).
 
-    def __init__(self, run, adapter, block: nn.Module, ops, parts: dict[str, nn.Module], counts: Counter):
-        self.run, self.adapter, self.block, self.ops = run, adapter, block, ops
+    ``variant(hidden)`` returns ``(run, ops)`` with ``run(adapter, block, ops, *args, **kwargs)``;
+    the same object for the same ``hidden``, so every block of one shape shares it (one compiled
+    graph). ``detach_probes``: probe-only modules inside hidden parts run without their probe hook
+    while the block runs (a compiled graph must not trace the probes' per-module closures).
+    """
+
+    wants: frozenset[str] = frozenset()
+    detach_probes: bool = False
+
+    def variant(self, hidden: frozenset[str]):
+        raise NotImplementedError
+
+
+def _probe_only(module: nn.Module) -> list[nn.Module]:
+    """Modules inside ``module`` whose only diffusers hooks are work probes."""
+    out = []
+    for m in module.modules():
+        reg = getattr(m, "_diffusers_hook", None)
+        if reg is not None and reg.hooks and all(name in PROBE_HOOKS for name in reg.hooks):
+            out.append(m)
+    return out
+
+
+class FusedBlock:
+    """A block's ``forward`` after fusion: the fuser's runner over the adapter's block forward.
+
+    Per call, outside any graph: which attention parts run hidden (the fuser wants them and no other
+    technique changed them), counted as ``fused_calls.*`` because their probes cannot see them.
+    With ``detach_probes``, their probe hooks step aside for the call: diffusers hooks replace a
+    module's ``forward`` with a per-module closure, and a graph that traced one closure would fail
+    its guards on the next block's (measured: one graph per block, a dynamo trace each, 5 s per
+    block on a loaded 2-core CPU). Inside a compiled region a probe counts nothing anyway.
+    """
+
+    def __init__(self, fuser: Fuser, adapter, block: nn.Module, parts: dict[str, nn.Module], counts: Counter):
+        self.fuser, self.adapter, self.block = fuser, adapter, block
         self.parts, self.counts = parts, counts
 
     def __call__(self, *args, **kwargs):
-        for part, module in self.parts.items():
-            if self.ops.hides(part, module):
-                self.counts[FUSED_CALLS + part] += 1
-                if part == "cross_attention":  # the text K/V projection runs inside it
-                    self.counts[FUSED_CALLS + "text_kv_projection"] += 1
-        return self.run(self.adapter, self.block, self.ops, *args, **kwargs)
+        hidden = frozenset(
+            p for p, m in self.parts.items() if p in self.fuser.wants and not changed_by_others(m)
+        )
+        for part in hidden:
+            self.counts[FUSED_CALLS + part] += 1
+            if part == "cross_attention":  # the text K/V projection runs inside it
+                self.counts[FUSED_CALLS + "text_kv_projection"] += 1
+        run, ops = self.fuser.variant(hidden)
+        detached = []
+        if self.fuser.detach_probes:
+            for part in hidden:
+                for m in _probe_only(self.parts[part]):
+                    fwd = m.__dict__.pop("forward", None)
+                    if fwd is not None:
+                        detached.append((m, fwd))
+        try:
+            return run(self.adapter, self.block, ops, *args, **kwargs)
+        finally:
+            for m, fwd in detached:
+                m.forward = fwd
 
 
-def install(inst: Installation, adapter, kind: str, label: str, run, ops, counts: Counter) -> None:
-    """Replace every block's ``forward`` with a :class:`FusedBlock` (``run``: one runner, or one per
-    block); refuse a second fusion, and a block that already carries hooks (they would be cut off:
-    fusion applies before any hook)."""
+def install(inst: Installation, adapter, kind: str, label: str, fuser: Fuser, counts: Counter) -> None:
+    """Replace every block's ``forward`` with a :class:`FusedBlock`; refuse a second fusion, and a
+    block that already carries hooks (they would be cut off: fusion applies before any hook)."""
     transformer = adapter.transformer
     done = getattr(transformer, APPLIED_ATTR, None)
     if done is not None:
@@ -102,7 +150,6 @@ def install(inst: Installation, adapter, kind: str, label: str, run, ops, counts
                 f"{kind} must apply before hooks on the blocks (block {i} carries {', '.join(reg.hooks)});"
                 " apply fusion first (it runs in the kernels phase)"
             )
-    runs = run if isinstance(run, list) else [run] * len(blocks)
     inst.attr(transformer, APPLIED_ATTR, label)
-    for block, parts, r in zip(blocks, block_parts(adapter), runs, strict=True):
-        inst.attr(block, "forward", FusedBlock(r, adapter, block, ops, parts, counts))
+    for block, parts in zip(blocks, block_parts(adapter), strict=True):
+        inst.attr(block, "forward", FusedBlock(fuser, adapter, block, parts, counts))

@@ -18,15 +18,17 @@ traced region counts nothing); the block wrapper counts those calls as
 ``fused_calls.self_attention`` / ``.cross_attention`` / ``.text_kv_projection``. ``compiles``
 counts the graphs inductor compiled (a recompile across steps shows up there).
 
-One code object per block. Dynamo caches graphs per code object, with at most
-``recompile_limit`` (8) entries before it silently falls back to eager. Blocks share one graph
-when nothing distinguishes them, but the evaluator's work probes (diffusers hooks, one object per
-module) are traced into each block's graph and make every block a guard failure of the last: a
-shared code object would run blocks 9+ of a 30-block model eagerly. Each block therefore runs a
-fresh copy of the runner's code (its own cache), and each application compiles and, on revert,
-forgets its own copies, so candidates compiled one after another in a search never pile entries
-onto one code object. Inductor's FX graph cache makes the identical graphs of later blocks cheap
-(measured: 8 blocks with probes 62 s, one shared graph without 40 s, on a loaded 2-core CPU).
+One graph for every block. Blocks of one structure trace to the same graph, and one compiled
+runner serves all of them (one dynamo trace; measured on the reference model under load: first
+step 13 s instead of 42 s with one trace per block). What would tell blocks apart are the
+evaluator's work probes: diffusers hooks replace a module's ``forward`` with a per-module closure,
+and a graph that traced one fails its guards on the next block's, so blocks 9+ of a 30-block
+model would pass dynamo's recompile limit (8) and silently run eagerly. The block wrapper
+therefore detaches probe-only hooks inside hidden parts for the duration of the call (inside a
+compiled region a probe counts nothing anyway) and counts those calls itself. Each set of
+attention parts traced inside gets its own runner, a fresh copy of the runner's code (dynamo
+caches per code object), forgotten on revert: candidates compiled one after another in a search
+never pile entries onto one code object.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from pydantic import field_validator
 from sol.hooks import Installation
 from sol.models.base import BlockOps, Capability
 from sol.skills.base import Phase, Seam, Skill, TechniqueConfig, register_skill
-from sol.skills.fusion._blocks import changed_by_others, install
+from sol.skills.fusion._blocks import Fuser, changed_by_others, install
 
 Part = Literal["self_attention", "cross_attention", "feed_forward"]
 PARTS: tuple[str, ...] = ("cross_attention", "feed_forward", "self_attention")  # sorted: the default spelling
@@ -74,30 +76,57 @@ def _eager(module, *args):
 
 
 class GraphOps(BlockOps):
-    """Block chains as traced by dynamo; the parts not ``inside`` (or changed by another
-    technique) are called through :func:`_eager`."""
+    """Block chains as dynamo traces them: attention parts in ``traced`` are called inside the
+    graph, the others through :func:`_eager`; the feed-forward is inside when ``ffn`` and no other
+    technique changed it (a quantized layer in it, say)."""
 
-    def __init__(self, inside: frozenset[str]):
-        self.inside = inside
-
-    def hides(self, part: str, module) -> bool:
-        """Whether ``part`` runs inside the graph (its probe cannot count it)."""
-        return part in self.inside and not changed_by_others(module)
+    def __init__(self, traced: frozenset[str], ffn: bool):
+        self.traced, self.ffn = traced, ffn
 
     def self_attention(self, attn, x, rotary_emb):
-        if self.hides("self_attention", attn):
+        if "self_attention" in self.traced:
             return attn(x, None, None, rotary_emb)
         return _eager(attn, x, None, None, rotary_emb)
 
     def cross_attention(self, attn, x, context):
-        if self.hides("cross_attention", attn):
+        if "cross_attention" in self.traced:
             return attn(x, context, None, None)
         return _eager(attn, x, context, None, None)
 
     def feed_forward(self, ffn, x, parts=None):
-        if self.hides("feed_forward", ffn):
+        if self.ffn and not changed_by_others(ffn):
             return ffn(x)
         return _eager(ffn, x)
+
+
+class CompileFuser(Fuser):
+    """One compiled runner (its own code object) per set of attention parts traced inside, shared
+    by every block that traces the same parts: one dynamo trace, one graph, for all of them."""
+
+    detach_probes = True
+
+    def __init__(self, config: CompileBlocks, counts: Counter):
+        self.wants = frozenset(config.inside) - {"feed_forward"}
+        self.ffn = "feed_forward" in config.inside
+        self.backend = counting_backend(counts, config.mode)
+        self.variants: dict[frozenset[str], tuple] = {}
+        self.runners: list = []
+
+    def variant(self, hidden: frozenset[str]):
+        v = self.variants.get(hidden)
+        if v is None:
+            run = fresh_runner()
+            self.runners.append(run)
+            v = self.variants[hidden] = (
+                torch.compile(run, backend=self.backend, dynamic=None),
+                GraphOps(hidden, self.ffn),
+            )
+        return v
+
+    def forget(self) -> None:
+        for run in self.runners:
+            _forget(run)
+        self.variants.clear()
 
 
 def _run_block(adapter, block, ops, *args, **kwargs):
@@ -164,12 +193,9 @@ class CompileBlocksSkill(Skill):
     def apply(self, pipe, config: CompileBlocks, adapter) -> Installation:
         inst = Installation(config.kind)
         counts: Counter = Counter()
-        backend = counting_backend(counts, config.mode)
-        runners = [fresh_runner() for _ in adapter.blocks()]
-        compiled = [torch.compile(run, backend=backend, dynamic=None) for run in runners]
-        ops = GraphOps(frozenset(config.inside))
-        install(inst, adapter, config.kind, config.label(), compiled, ops, counts)
-        inst.on_revert(lambda: [_forget(run) for run in runners])
+        fuser = CompileFuser(config, counts)
+        install(inst, adapter, config.kind, config.label(), fuser, counts)
+        inst.on_revert(fuser.forget)
         inst.counter_fn = lambda: dict(counts)
         return inst
 

@@ -33,7 +33,7 @@ from sol.hooks import Installation
 from sol.kernels.linear_gelu import APPROXIMATIONS
 from sol.models.base import BlockOps, Capability
 from sol.skills.base import Phase, Seam, Skill, TechniqueConfig, register_skill
-from sol.skills.fusion._blocks import changed_by_others, install
+from sol.skills.fusion._blocks import Fuser, changed_by_others, install
 
 Op = Literal["gated_residual", "linear_gelu", "norm_modulate", "qk_norm_rope"]
 OPS: tuple[str, ...] = ("gated_residual", "linear_gelu", "norm_modulate", "qk_norm_rope")
@@ -63,13 +63,10 @@ def _layer_norm(norm: nn.Module) -> bool:
 class KernelOps(BlockOps):
     """Block chains through ``torch.ops.sol`` where ``ops`` allows and the module is plain."""
 
-    def __init__(self, adapter, ops: frozenset[str]):
+    def __init__(self, adapter, ops: frozenset[str], hidden: frozenset[str] = frozenset()):
         self.adapter = adapter
         self.ops = ops
-
-    def hides(self, part: str, module) -> bool:
-        """Whether ``part`` runs without its module being called (its probe cannot count it)."""
-        return part == "self_attention" and "qk_norm_rope" in self.ops and not changed_by_others(module)
+        self.hidden = hidden  # attention parts computed through the adapter, not their module
 
     def norm_modulate(self, x, norm, shift, scale):
         if "norm_modulate" in self.ops and _layer_norm(norm):
@@ -87,7 +84,7 @@ class KernelOps(BlockOps):
         return super().gated_residual(x, y, gate)
 
     def self_attention(self, attn, x, rotary_emb):
-        if not self.hides("self_attention", attn):
+        if "self_attention" not in self.hidden:
             return super().self_attention(attn, x, rotary_emb)
         a = self.adapter
         q, k, v = a.self_attention_qkv(attn, x, rotary_emb, norm_rope=torch.ops.sol.rmsnorm_rope)
@@ -112,6 +109,21 @@ def _run_block(adapter, block, ops, *args, **kwargs):
     return adapter.block_forward(block, *args, ops=ops, **kwargs)
 
 
+class KernelFuser(Fuser):
+    """Eager blocks over :class:`KernelOps`; self-attention is hidden from its module (computed
+    through the adapter with the fused RMSNorm + RoPE) when ``qk_norm_rope`` is on."""
+
+    def __init__(self, adapter, config: FusedKernels):
+        self.adapter, self.ops = adapter, frozenset(config.ops)
+        self.wants = frozenset({"self_attention"}) if "qk_norm_rope" in self.ops else frozenset()
+        self.variants: dict[frozenset[str], tuple] = {}
+
+    def variant(self, hidden: frozenset[str]):
+        if hidden not in self.variants:
+            self.variants[hidden] = (_run_block, KernelOps(self.adapter, self.ops, hidden))
+        return self.variants[hidden]
+
+
 @register_skill(FusedKernels)
 class FusedKernelsSkill(Skill):
     name = "fusion"
@@ -124,15 +136,7 @@ class FusedKernelsSkill(Skill):
     def apply(self, pipe, config: FusedKernels, adapter) -> Installation:
         inst = Installation(config.kind)
         counts: Counter = Counter()
-        install(
-            inst,
-            adapter,
-            config.kind,
-            config.label(),
-            _run_block,
-            KernelOps(adapter, frozenset(config.ops)),
-            counts,
-        )
+        install(inst, adapter, config.kind, config.label(), KernelFuser(adapter, config), counts)
         inst.counter_fn = lambda: dict(counts)
         return inst
 
