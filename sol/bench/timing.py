@@ -313,6 +313,8 @@ def race(
     warmup: int = 1,
     device=None,
     on_round: Callable[[int, dict[str, Comparison]], None] | None = None,
+    before: dict[str, Callable[[], object]] | None = None,
+    after: dict[str, Callable[[], object]] | None = None,
 ) -> RaceResult:
     """Time ``candidates`` against ``baseline`` in rounds until the leader is clear, or the budget ends.
 
@@ -323,6 +325,8 @@ def race(
     interval lies wholly below the leader's, or wholly below 1.0 (a loss). The race stops when the
     leader's interval lies above 1.0 and clear of every other racing candidate's (``separated``),
     when only losers are left, at ``max_pairs`` rounds, or when ``budget_s`` of wall time is spent.
+    ``before`` / ``after`` (by candidate name) run untimed around each of its runs, e.g. to switch
+    a library's cache on for it and off again for everyone else.
 
     >>> r = race(lambda i: sum(range(20_000)), {"same": lambda i: sum(range(20_000))}, max_pairs=6)
     >>> r.comparisons["same"].pairs >= 5
@@ -334,10 +338,25 @@ def race(
     orders: dict[str, list[str]] = {n: [] for n in names}
     racing = list(names)
     dropped: dict[str, str] = {}
+    before, after = before or {}, after or {}
+
+    def run(n: str, r: int) -> dict[str, float]:
+        if n in before:
+            before[n]()
+        try:
+            return time_once(lambda: candidates[n](r), device)
+        finally:
+            if n in after:
+                after[n]()
+
     for _ in range(warmup):
         baseline(0)
         for n in names:
+            if n in before:
+                before[n]()
             candidates[n](0)
+            if n in after:
+                after[n]()
     t_start = time.perf_counter()
     rounds, stopped = 0, "max_pairs"
 
@@ -357,7 +376,7 @@ def race(
         b_sample = None
         if b_first:
             b_sample = time_once(lambda r=rounds: baseline(r), device)
-        samples = {n: time_once(lambda r=rounds, n=n: candidates[n](r), device) for n in lineup}
+        samples = {n: run(n, rounds) for n in lineup}
         if not b_first:
             b_sample = time_once(lambda r=rounds: baseline(r), device)
         for n in lineup:
