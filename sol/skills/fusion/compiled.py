@@ -94,9 +94,9 @@ class GraphOps(BlockOps):
         return _eager(attn, x, context, None, None)
 
     def feed_forward(self, ffn, x, parts=None):
-        if self.ffn and not changed_by_others(ffn):
-            return ffn(x)
-        return _eager(ffn, x)
+        if not self.ffn or changed_by_others(ffn):
+            return _eager(ffn, x)
+        return ffn(x)
 
 
 class CompileFuser(Fuser):
