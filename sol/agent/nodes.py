@@ -209,11 +209,12 @@ class Nodes:
         decision = state.get("decision") or {}
         if decision.get("action") != "approve":
             why = decision.get("why") or no_plan_reason(state)
-            status = f"finished: {why}; no plan exported"
+            status = f"finished: {why}; no plan exported ({_elapsed(state)})"
             return {"status": status, "report": write_report({**state, "status": status})}
         plan_path = export_plan(state)
-        state = {**state, "plan": str(plan_path)}
-        return {"plan": str(plan_path), "report": write_report(state), "status": "done"}
+        status = "done: " + approved_line(state)
+        state = {**state, "plan": str(plan_path), "status": status}
+        return {"plan": str(plan_path), "report": write_report(state), "status": status}
 
 
 def _validation(val: dict | None, val_baseline: list, budget, res: dict) -> dict:
@@ -281,3 +282,41 @@ def no_plan_reason(state: RunState) -> str:
     if not any(c.get("beats_baseline") for c in summary):
         return "no candidate beat the baseline (every speedup interval reached 1.0 or below)"
     return "no candidate that beat the baseline passed the quality gate and the held-out check"
+
+
+def _elapsed(state: RunState) -> str:
+    """Wall time since the run started (its run.json was written), e.g. ``6 min 12 s since the start``."""
+    import time
+
+    start = Path(state["spec"]["run_dir"]) / "run.json"
+    if not start.is_file():
+        return "wall time unknown"
+    s = max(0, int(time.time() - start.stat().st_mtime))
+    return f"{s // 60} min {s % 60:02d} s wall since the start"
+
+
+def approved_line(state: RunState) -> str:
+    """One line with the figures a reader checks: the approved stack's speedup with its interval and
+    clock, its worst video on the search and held-out prompts, and the run's wall time."""
+    cid = (state.get("decision") or {}).get("candidate")
+    cands = (
+        json.loads(Path(state["candidates"]).read_text()).get("candidates", [])
+        if state.get("candidates")
+        else []
+    )
+    c = next((x for x in cands if x["id"] == cid), None)
+    if c is None:
+        return f"approved {cid} ({_elapsed(state)})"
+    t = c.get("timing") or {}
+    lo, hi = (t.get("interval") or [math.nan, math.nan])[:2]
+    worst = (c.get("fidelity") or {}).get("psnr_min")
+    held = (c.get("validation") or {}).get("psnr_min")
+
+    def db(x) -> str:
+        return "-" if x is None else f"{float(x):.1f} dB"
+
+    return (
+        f"approved {cid}, {c['label']}: {c['speedup']:.2f}x (95% interval {lo:.2f}-{hi:.2f}x, {t.get('clock', '?')}"
+        f" time, {t.get('pairs', '?')} pairs); worst video {db(worst)} on the search prompts, {db(held)} held out;"
+        f" {_elapsed(state)}"
+    )

@@ -29,6 +29,8 @@ from sol.integrator.pareto import pareto_front
 from sol.integrator.screening import Screen
 from sol.skills.base import SearchContext, capability_refusal, config_from_dict, skills_by_family
 
+MIN_PREDICTED = 1.02  # a modelled candidate predicted below this cannot beat the baseline: never timed
+
 
 @dataclass
 class SearchPlan:
@@ -226,7 +228,15 @@ def _halve(out: SkillFront, sc: Screen, full: Evaluator, cheap: Evaluator, plan:
     stage by stage; the ``top_k`` that pass on the whole split are the finalists."""
     n_full = len(full.runs)
     stages = [n for n in plan.halving if plan.screen_runs < n < n_full] + [n_full]
-    pool = [r for r in _rank(out.screened, order) if r.ok and r.screen.get("passes")]
+    # Time only what can win: a candidate the cost model prices at no gain never reaches the race.
+    pool = [
+        r
+        for r in _rank(out.screened, order)
+        if r.ok and r.screen.get("passes") and not (r.modelled and (r.predicted_speedup or 0) < MIN_PREDICTED)
+    ]
+    out.notes["predicted_no_gain"] = sum(
+        1 for r in out.screened if r.ok and r.modelled and (r.predicted_speedup or 0) < MIN_PREDICTED
+    )
     for n in stages:
         # Intermediate stages keep twice the finalists (the halving); the last keeps the finalists.
         keep = max(plan.top_k, 1) * (1 if n == n_full else 2)

@@ -56,7 +56,9 @@ def slow_skill():
     class SlowSkill(Skill):
         name = "testslow"
         phase = Phase.STEPS
-        writes = frozenset({Seam.BLOCK_OUTPUT})
+        # Declared as a kernel change: the cost model cannot price it, so the search must time it
+        # (a technique it prices below 1.0x is never timed at all).
+        writes = frozenset({Seam.BLOCK_OUTPUT, Seam.KERNEL_FUSION})
 
         def apply(self, pipe, config, adapter):
             inst = Installation(config.kind)
@@ -89,8 +91,9 @@ def test_a_technique_that_slows_the_model_is_never_approved(tmp_path, slow_skill
     assert hi < 1.0 and cands[0]["speedup"] < 0.9  # twice the block work (blocks are most of a generation)
     front = json.loads((out.run_dir / "skills" / "testslow.json").read_text())
     timed = front["full"][0]
-    assert timed["predicted"]["speedup"] < 0.9  # the cost model saw the doubled block calls
-    assert abs(timed["predicted"]["speedup"] / timed["speedup"] - 1) < 0.15
+    assert (
+        not timed["predicted"]["modelled"] and timed["predicted"]["speedup"] < 0.9
+    )  # it saw twice the calls
     assert timed["timing"]["pairs"] >= 5 and not timed["timing"]["beats_baseline"]
     html = (out.run_dir / "report.html").read_text()
     assert "no candidate beat the baseline" in html
