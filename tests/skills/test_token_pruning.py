@@ -346,3 +346,42 @@ def test_search_space_is_valid_and_cheap_first(tiny, tiny_workload):
         for c in space:
             compose([c], tiny.adapter)
         assert len(space) <= 6
+
+
+def test_keep_ramps_geometrically_after_the_full_steps():
+    cfg = StepPruneConfig(keep=0.9, keep_end=0.1, full_steps=(Span(stop=2),))
+    shares = [cfg.keep_at(i, 6) for i in range(6)]
+    assert shares[:2] == [1.0, 1.0] and shares[2] == pytest.approx(0.9) and shares[-1] == pytest.approx(0.1)
+    assert all(a > b for a, b in zip(shares[2:], shares[3:], strict=False))
+    assert StepPruneConfig(keep=0.4).keep_at(3, None) == 0.4  # no step count: the flat ratio
+
+
+def _result(cfg, psnr, speedup):
+    from sol.bench.evaluate import CandidateResult
+
+    return CandidateResult(
+        label=cfg.label(),
+        techniques=[cfg.model_dump(mode="json")],
+        workload="w",
+        ok=True,
+        speedup=speedup,
+        fidelity={"psnr_min": psnr},
+    )
+
+
+def test_refine_bisects_toward_the_floor(tiny, tiny_workload):
+    from sol.hardware import resolve
+
+    ctx = SearchContext(
+        adapter=tiny.adapter, hardware=resolve("cpu"), workload=tiny_workload, budget={"min_psnr": 30.0}
+    )
+    full = (Span(stop=2),)
+    a = StepPruneConfig(keep=0.9, keep_end=0.3, full_steps=full)  # passes
+    b = StepPruneConfig(keep=0.6, keep_end=0.2, full_steps=full)  # fails
+    new = skill_for(a).refine(ctx, [_result(a, 33.0, 1.3), _result(b, 27.0, 1.6)])
+    assert [c.keep for c in new] == [0.8, 0.7]  # the bracket 0.9..0.6 in thirds
+    assert new[0].keep_end == pytest.approx(0.3 * 0.8 / 0.9, rel=1e-2)  # the ramp keeps its shape
+    # Every screened ratio passes: go further; none passes and none paid: nothing to refine.
+    m = TokenMergeConfig(ratio=0.2)
+    assert [c.ratio for c in skill_for(m).refine(ctx, [_result(m, 40.0, 1.2)])] == [0.3, 0.4]
+    assert skill_for(m).refine(ctx, [_result(m, 20.0, 0.9)]) == []

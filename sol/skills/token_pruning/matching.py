@@ -67,9 +67,14 @@ def gather_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return x.gather(1, index.unsqueeze(-1).expand(b, k, x.shape[-1]))
 
 
-def scatter_rows(base: torch.Tensor, index: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """A copy of ``base`` ``[B, N, C]`` with ``rows`` ``[B, K, C]`` written at ``index`` ``[B, K]``."""
-    return base.scatter(1, index.unsqueeze(-1).expand(*index.shape, base.shape[-1]), rows.to(base.dtype))
+def scatter_rows(
+    base: torch.Tensor, index: torch.Tensor, rows: torch.Tensor, *, inplace: bool = False
+) -> torch.Tensor:
+    """``base`` ``[B, N, C]`` with ``rows`` ``[B, K, C]`` written at ``index`` ``[B, K]``: a copy, or
+    ``base`` itself changed (``inplace``, for tensors only the caller holds)."""
+    idx = index.unsqueeze(-1).expand(*index.shape, base.shape[-1])
+    rows = rows.to(base.dtype)
+    return base.scatter_(1, idx, rows) if inplace else base.scatter(1, idx, rows)
 
 
 def destinations(

@@ -1,21 +1,23 @@
 """Search spaces of the token-pruning methods, under the quality budget (worst-video PSNR).
 
-What was measured on ``sol-tiny-wan`` at ``long`` (6 steps) decides the shape of the space:
+What was measured on ``sol-tiny-wan`` at ``long`` (6 steps; docs/skills.md has the table) shapes
+the space:
 
-- pruning the first steps costs most: one step pruned at keep 0.5 gave 23.8 dB at step 1,
-  37.8 at step 2, 42.6 at step 3, 43.5 at step 4, 68 dB at the last step. So the first third
-  of the steps runs full, and the keep ratio ramps *down* over the remaining steps;
-- block 0 always runs full (``layers`` from 1): its output is the scoring block's input, and
-  the change score read there picked better tokens (29.5 vs 27.7 dB at the same work);
-- merging (ToMe) and key/value merging (AsymRnR) at every step fell below 30 dB already at
-  ratio 0.5; they are screened on the later steps only, at one or two ratios.
+- pruning the first steps costs most: one step pruned at keep 0.5 gave 23.8 dB at step 1, 37.8
+  at step 2, 42.6 at step 3, 43.5 at step 4, 68 dB at the last step. So the first third of the
+  steps runs full, and the keep ratio falls geometrically over the rest (``keep`` -> ``keep_end``);
+- block 0 always runs full (``layers`` from 1): its output is what the scorer reads, and that
+  picked better tokens (29.5 vs 27.7 dB at the same work);
+- merging (ToMe) and key/value merging (AsymRnR) fell below 30 dB at ratio 0.5 on every step and
+  were slower than the baseline on ``default`` (320 tokens): one candidate each, on the later
+  steps, as evidence.
 
-Screening: at most 3 step-prune schedules, 2 key/value-merge ratios and 1 merge ratio, gentlest
-first within each method. ``refine`` then bisects the best variant's aggressiveness (the merge
-ratio; for step pruning the keep ratios, scaled together) toward the floor, like
-:func:`sol.skills.search.bisect_threshold`: a bracket gets split in thirds, an all-pass screen
-goes 1.5x and 2x further, an all-fail screen goes back to 1/2 and 1/4 — unless even the gentlest
-setting was not faster than ``MIN_SPEEDUP``.
+Screening, gentlest first within each method: 3 step-prune schedules, 1 key/value-merge ratio,
+1 merge ratio. ``refine`` then bisects the best variant's aggressiveness (the merge ratio; for
+step pruning ``1 - keep``, ``keep_end`` scaled with it) toward the floor, as
+:func:`sol.skills.search.bisect_threshold` does for thresholds: a bracket is split in thirds, an
+all-pass screen goes 1.5x and 2x further, an all-fail screen goes back to 1/2 and 1/4 — unless
+even the gentlest setting was not faster than ``MIN_SPEEDUP``.
 """
 
 from __future__ import annotations
@@ -47,9 +49,9 @@ def prune_space(context) -> list:
     full = (Span(stop=full_prefix(context.workload.num_inference_steps)),)
     layers = _layers(context)
     return [
-        StepPruneConfig(keep=0.6, keep_end=0.2, full_steps=full, layers=layers),
-        StepPruneConfig(keep=0.45, keep_end=0.15, full_steps=full, layers=layers),
-        StepPruneConfig(keep=0.6, keep_end=0.2, full_steps=full, layers=layers, scope="attention"),
+        StepPruneConfig(keep=0.9, keep_end=0.3, full_steps=full, layers=layers),
+        StepPruneConfig(keep=0.9, keep_end=0.1, full_steps=full, layers=layers),
+        StepPruneConfig(keep=0.7, keep_end=0.1, full_steps=full, layers=layers),
     ]
 
 
@@ -58,7 +60,7 @@ def kv_space(context) -> list:
     from sol.skills.token_pruning.kv_merge import KVMergeConfig
 
     steps = Span(start=full_prefix(context.workload.num_inference_steps))
-    return [KVMergeConfig(ratio=0.5, steps=steps), KVMergeConfig(ratio=0.7, steps=steps)]
+    return [KVMergeConfig(ratio=0.5, steps=steps)]
 
 
 def merge_space(context) -> list:

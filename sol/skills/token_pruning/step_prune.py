@@ -2,35 +2,39 @@
 
 On a *full* step every selected block runs on all tokens and its residual (``out - in``) is kept
 per token, per block and per CFG branch. On a *pruned* step the first selected block scores every
-token, keeps the ``keep * N`` highest, and every selected block runs on the kept tokens only
-(attention among them, per-token arguments gathered with them); a dropped token gets the residual
-that block gave it the last time it was computed: ``out_i = x_i + r_i`` — the previous steps'
-update carried forward, on top of this step's own input. Kept tokens refresh their residual.
+token and keeps the ``keep_at(step) * N`` highest; every selected block runs on the kept tokens
+only (per-token arguments gathered with them), and a dropped token gets the residual that block
+gave it the last time it was computed: ``out_i = x_i + r_i`` — the previous steps' update carried
+forward on top of this step's own input (the Sol engine's ``token_prune``, Jenga's token
+carving, per token where TeaCache is per step). Kept tokens refresh their residual.
 
 Scores (higher = computed):
 
 - ``change``: the relative change of the token's input to the first selected block since that
-  token was last computed, ``|x_i - x_i^last| / |x_i^last|`` (the Sol engine's ``token_prune``,
-  per token where TeaCache is per step): a dropped token's change grows every step it is dropped,
-  so nothing stays stale for long;
+  token was last computed, ``|x_i - x_i^last| / |x_i^last|``; a dropped token's change grows
+  every step it stays dropped, so nothing stays stale for long;
 - ``residual``: the size of the update the first selected block gave the token last time,
-  ``|r_i|`` (a feature-norm score, as in Jenga's token carving: tokens the blocks move most are
-  the ones worth computing).
+  ``|r_i|`` (a feature-norm score: tokens the blocks move most are computed).
+
+Attention of the kept tokens (``attend``): to every token ("all", the default: the dropped
+tokens' keys and values come from the last step that computed them, as in RAS and ToCa — a
+self-attention processor keeps them), or to the kept tokens only ("kept": ``K x K`` pairs instead
+of ``K x N``, and the dropped tokens' context is lost). ``scope="attention"`` prunes only the
+self-attention queries: every token runs the rest of the block, keys and values are fresh.
 
 ``full_steps`` (``Span`` schedules) run at full size: at least the first step, to seed the cache
 (a pruned step with no cache yet runs full). ``keep`` 1, or no pruned step, is bit-identical to the
 unpruned pipeline.
 
-Memory: one residual per selected block and per CFG branch, ``[B, N, D]`` each (sol-tiny-wan at
-``long``: 8 x 2 x 2,304 x 128 floats = 19 MB; Wan2.1-1.3B at 480p: 30 x 2 x 32,760 x 1,536 floats
-= 12 GB — select fewer layers there).
+Memory: one residual (and with ``attend="all"`` one key and one value) per selected block and per
+CFG branch, ``[B, N, D]`` each (sol-tiny-wan at ``long``: 3 x 8 x 2 x 2,304 x 128 floats = 57 MB;
+Wan2.1-1.3B at 480p: 3 x 30 x 2 x 32,760 x 1,536 floats = 36 GB — select fewer layers there).
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-import torch
 from pydantic import Field, field_validator
 
 from sol.hooks import Installation, ModelHook, Span, in_any, track_steps
@@ -58,8 +62,8 @@ class StepPruneConfig(TechniqueConfig):
     kind: Literal["token_pruning.step_prune"] = "token_pruning.step_prune"
     version: int = 1
     keep: float = Field(0.5, gt=0.0, le=1.0)  # share of tokens computed at the first pruned step
-    # Share at the last step (None: ``keep``), linear in between: later steps refine detail and
-    # tolerate less computed than the first pruned ones (measured: see docs/skills.md).
+    # Share at the last step (None: ``keep``), geometric in between: later steps refine detail and
+    # tolerate far less computed than the first pruned ones (measured: see docs/skills.md).
     keep_end: float | None = Field(None, gt=0.0, le=1.0)
     full_steps: tuple[Span, ...] = (Span(stop=1),)  # steps at full size (the first seeds the cache)
     layers: Span = Span()  # blocks that prune; the first of them scores the tokens
@@ -72,9 +76,6 @@ class StepPruneConfig(TechniqueConfig):
     # every token still runs the norms, the step's modulation, cross-attention and the FFN, and
     # keys/values are fresh for all; only dropped queries reuse their last attention output).
     scope: Literal["block", "attention"] = "block"
-    # What a dropped token adds ("block" scope): its last residual, or the first-order extrapolation
-    # from its last two computed steps (TaylorSeer's idea, per token).
-    reuse: Literal["last", "linear"] = "last"
 
     @field_validator("full_steps")
     @classmethod
@@ -86,9 +87,9 @@ class StepPruneConfig(TechniqueConfig):
     def keep_at(self, step: int, num_steps: int | None) -> float:
         """The share of tokens computed at ``step`` (1.0 on a full step).
 
-        >>> c = StepPruneConfig(keep=0.6, keep_end=0.2, full_steps=(Span(stop=2),))
+        >>> c = StepPruneConfig(keep=0.8, keep_end=0.1, full_steps=(Span(stop=2),))
         >>> [round(c.keep_at(i, 6), 2) for i in range(6)]
-        [1.0, 1.0, 0.6, 0.47, 0.33, 0.2]
+        [1.0, 1.0, 0.8, 0.4, 0.2, 0.1]
         """
         if in_any(self.full_steps, step, num_steps):
             return 1.0
@@ -97,7 +98,7 @@ class StepPruneConfig(TechniqueConfig):
         first = next((i for i in range(num_steps) if not in_any(self.full_steps, i, num_steps)), step)
         span = num_steps - 1 - first
         t = 1.0 if span <= 0 else min(max((step - first) / span, 0.0), 1.0)
-        return self.keep + (self.keep_end - self.keep) * t
+        return self.keep * (self.keep_end / self.keep) ** t
 
 
 class _Cache:
@@ -105,9 +106,6 @@ class _Cache:
 
     def __init__(self):
         self.residual: dict[int, object] = {}  # block -> [B, N, D]
-        self.res_step: dict[int, object] = {}  # block -> [B, N] step each residual was computed at
-        self.prev: dict[int, object] = {}  # block -> the residual before that ("linear" reuse)
-        self.prev_step: dict[int, object] = {}
         self.kv: dict[int, tuple] = {}  # block -> self-attention keys, values [B, N, H, Dh] ("all")
         self.ref = None  # the scoring block's input when each token was last computed
         self.keep = None  # this step's kept tokens [B, K]
@@ -170,9 +168,10 @@ class AllKeysProcessor:
         else:
             k_all, v_all = cur.cache.kv[self.index]
             keep = cur.keep
-            k = scatter_rows(k_all.flatten(2), keep, k.flatten(2)).view_as(k_all)
-            v = scatter_rows(v_all.flatten(2), keep, v.flatten(2)).view_as(v_all)
-            cur.cache.kv[self.index] = (k, v)
+            # In place: the cached keys and values are this processor's own tensors.
+            scatter_rows(k_all.flatten(2), keep, k.flatten(2), inplace=True)
+            scatter_rows(v_all.flatten(2), keep, v.flatten(2), inplace=True)
+            k, v = k_all, v_all
         out = self.adapter.attend(self.inner, q, k, v)
         return self.adapter.attention_output(attn, out, q)
 
@@ -304,7 +303,7 @@ class PruneHook(BlockHook):
         try:
             if not prune:
                 out = self.dense_call(module, args, kwargs, x)
-                self._store(st, None, out - x)
+                st.residual[self.index] = out - x
                 if self.scorer:
                     st.ref = x
                 return out
@@ -315,41 +314,12 @@ class PruneHook(BlockHook):
         finally:
             if cur is not None:
                 cur.index = cur.cache = cur.keep = None
-        fill = self._fill(st, cached)
-        self._store(st, keep, out_red - x_red)
+        out = scatter_rows(x + cached, keep, out_red, inplace=True)
+        # The cached residual is this hook's own tensor (made by ``out - x`` or here): updated in place.
+        scatter_rows(cached, keep, out_red - x_red, inplace=True)
         if self.scorer:
-            st.ref = scatter_rows(st.ref, keep, x_red)
-        return scatter_rows(x + fill, keep, out_red)
-
-    def _fill(self, st: _Cache, cached):
-        """What a dropped token adds: its last residual, or (``reuse="linear"``) the first-order
-        extrapolation from its last two computed steps, ``r1 + (r1 - r0) (s - s1) / (s1 - s0)``."""
-        prev = st.prev.get(self.index)
-        if self.config.reuse != "linear" or prev is None:
-            return cached
-        s1, s0 = st.res_step[self.index], st.prev_step[self.index]
-        slope = ((self.ctx.step - s1) / (s1 - s0).clamp_min(1)).unsqueeze(-1)
-        return cached + (cached - prev) * slope.to(cached.dtype)
-
-    def _store(self, st: _Cache, keep, fresh) -> None:
-        """Remember ``fresh`` residuals (all tokens, or the rows ``keep``) and, for extrapolation,
-        the residual each replaces and the steps both were computed at."""
-        i, step = self.index, self.ctx.step
-        old = st.residual.get(i)
-        if keep is None:
-            if self.config.reuse == "linear" and old is not None and old.shape == fresh.shape:
-                st.prev[i], st.prev_step[i] = old, st.res_step[i]
-            st.residual[i] = fresh
-            st.res_step[i] = torch.full(fresh.shape[:2], step, dtype=torch.long, device=fresh.device)
-            return
-        if self.config.reuse == "linear":
-            if i in st.prev:
-                st.prev[i] = scatter_rows(st.prev[i], keep, gather_rows(old, keep))
-                st.prev_step[i] = st.prev_step[i].scatter(1, keep, st.res_step[i].gather(1, keep))
-            else:
-                st.prev[i], st.prev_step[i] = old, st.res_step[i]
-        st.residual[i] = scatter_rows(old, keep, fresh)
-        st.res_step[i] = st.res_step[i].scatter(1, keep, torch.full_like(keep, step))
+            st.ref = scatter_rows(st.ref, keep, x_red)  # a copy: ``ref`` may be the block's own input
+        return out
 
 
 @register_skill(StepPruneConfig)
