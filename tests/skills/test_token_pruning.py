@@ -11,7 +11,7 @@ import torch
 from sol.bench.runner import Probes, count_calls, generate
 from sol.errors import ConflictError, SolError
 from sol.hooks import Span, tracker_of
-from sol.skills import SearchContext, apply_all, compose, skill_for
+from sol.skills import SearchContext, apply_all, compose, registered_kinds, skill_for
 from sol.skills.cache import BlockResidualCacheConfig, StepOutputCacheConfig, TextKVCacheConfig
 from sol.skills.token_pruning import KVMergeConfig, StepPruneConfig, TokenMergeConfig
 from sol.skills.token_pruning._common import gather_per_token
@@ -273,12 +273,36 @@ def test_composes_with_a_step_cache_by_phase_order(tiny, tiny_workload, baseline
     assert _same(_run(tiny.pipe, tiny_workload), baseline[0])  # reverted
 
 
-def test_one_pruning_method_per_stack_and_sparse_attention_refused(tiny):
+def test_one_pruning_method_per_stack(tiny):
     with pytest.raises(ConflictError, match="token_set"):
         compose([StepPruneConfig(), TokenMergeConfig()], tiny.adapter)
-    # Anything writing the attention backend (sparse attention) is refused beside token pruning.
-    with pytest.raises(ConflictError, match="attention_backend"):
+    with pytest.raises(ConflictError, match="token_set"):
         compose([KVMergeConfig(), StepPruneConfig()], tiny.adapter)
+
+
+def _sparse():
+    kinds = registered_kinds()
+    if "sparse_attention.sta" not in kinds:
+        pytest.skip("the sparse attention skill is not registered")
+    cfg_type = kinds["sparse_attention.sta"]
+    return skill_for(cfg_type.model_construct(kind="sparse_attention.sta")).examples()[0]
+
+
+def test_sparse_attention_beside_token_pruning(tiny, tiny_workload, baseline):
+    sparse = _sparse()
+    # Key/value merging is an attention backend of its own: refused by the effect check.
+    with pytest.raises(ConflictError, match="attention_backend"):
+        compose([sparse, KVMergeConfig()], tiny.adapter)
+    # Step pruning replaces the self-attention processors (attend="all"): refused when applied,
+    # in one line naming both, and nothing stays applied.
+    with pytest.raises(SolError, match="sparse_attention"):
+        apply_all(tiny.pipe, [sparse, StepPruneConfig(keep=0.5)], tiny.adapter)
+    assert _same(_run(tiny.pipe, tiny_workload), baseline[0])
+    # Merging keeps the model's attention processors: the pair runs, sparse attention dense on the
+    # merged calls (it reads token_set), and the pruning's counters still hold.
+    out, _calls, work = _with(tiny, [sparse, TokenMergeConfig(ratio=0.5)], tiny_workload)
+    assert all(np.isfinite(v).all() for v in out)
+    assert work["tokens_computed"] < work["tokens_dense"]
 
 
 def test_a_span_selecting_no_layer_is_refused(tiny):

@@ -116,7 +116,9 @@ class KVMergeProcessor:
 @register_skill(KVMergeConfig)
 class KVMergeSkill(Skill):
     name = "token_pruning"
-    writes = frozenset({Seam.TOKEN_SET, Seam.ATTENTION_BACKEND})  # it replaces self-attention processors
+    # It replaces self-attention with attention over merged keys (a proportional-attention bias):
+    # an attention backend of its own, exclusive with sparse attention's.
+    writes = frozenset({Seam.TOKEN_SET, Seam.ATTENTION_BACKEND})
     requires = frozenset(
         {Capability.PRUNABLE_TOKENS, Capability.SELF_ATTENTION_QKV, Capability.SWAPPABLE_ATTENTION}
     )

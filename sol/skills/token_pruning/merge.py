@@ -90,10 +90,10 @@ class MergeHook(BlockHook):
 @register_skill(TokenMergeConfig)
 class TokenMergeSkill(Skill):
     name = "token_pruning"
-    # token_set: which tokens run inside blocks (one pruning method per stack). attention_backend:
-    # self-attention then runs over the merged set, which a sparse-attention tiling of the full
-    # grid cannot describe, so the effect check refuses the pair (see docs/skills.md).
-    writes = frozenset({Seam.TOKEN_SET, Seam.ATTENTION_BACKEND})
+    # Which tokens run inside blocks (one pruning method per stack). Attention itself is the
+    # model's own, on fewer tokens: the counted work prices it (tokens, attention pairs). Sparse
+    # attention reads token_set and runs dense on a merged call (see docs/skills.md).
+    writes = frozenset({Seam.TOKEN_SET})
     requires = frozenset({Capability.PRUNABLE_TOKENS})
     phase = Phase.TOKENS
 

@@ -325,8 +325,10 @@ class PruneHook(BlockHook):
 @register_skill(StepPruneConfig)
 class StepPruneSkill(Skill):
     name = "token_pruning"
-    # See merge.py: self-attention runs over the kept set, so sparse attention is refused beside it.
-    writes = frozenset({Seam.TOKEN_SET, Seam.ATTENTION_BACKEND})
+    # See merge.py. With attend="all" or scope="attention" it also replaces the self-attention
+    # processors (the model's own dense attention over the pairs it counts), so a sparse-attention
+    # processor already there is refused when it is applied (Installation.refuse_foreign_processors).
+    writes = frozenset({Seam.TOKEN_SET})
     requires = frozenset(
         {Capability.PRUNABLE_TOKENS, Capability.SELF_ATTENTION_QKV, Capability.SWAPPABLE_ATTENTION}
     )
