@@ -109,6 +109,9 @@ def test_compile_runs_every_block_in_one_graph_and_counts_hidden_attention(tiny,
     try:
         out = _gen(tiny.pipe, tiny_workload)
         work, counts = applied.counters(), dict(probes[0].counts)
+        # The probes stepped aside only while each block ran: they are back on their modules.
+        attn = tiny.adapter.blocks()[0].attn1
+        assert "forward" in attn.__dict__ and PROBE_HOOK in attn._diffusers_hook.hooks
     finally:
         applied.revert()
     assert _close(base, out)
