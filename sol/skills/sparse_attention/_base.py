@@ -157,13 +157,17 @@ class SparseAttentionProcessor:
             return "token_set"  # tokens pruned or merged by another technique: the grid no longer holds
         return None
 
-    def __call__(
-        self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, rotary_emb=None, **kw
-    ):
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, *rest, **kw):
+        # Families pass their RoPE after the mask as their attention module calls the processor (Wan:
+        # rotary_emb; LTX-2: query_rotary_emb, key_rotary_emb): the adapter says which is the RoPE.
+        rotary_emb = self.adapter.processor_rotary_emb(rest, kw)
+        other = [r for r in rest[1:] if r is not None] + [
+            v for k, v in kw.items() if k not in ("rotary_emb", "query_rotary_emb") and v is not None
+        ]
         b, s = hidden_states.shape[:2]
         dense_pairs = float(b * attn.heads * s * s)
         reason = None
-        if encoder_hidden_states is not None or attention_mask is not None or kw:
+        if encoder_hidden_states is not None or attention_mask is not None or other:
             reason = "unsupported_call"
         else:
             reason = self.dense_reason(s)
@@ -175,7 +179,7 @@ class SparseAttentionProcessor:
         if reason is not None:
             self.work.pairs(self.layer, dense_pairs, dense_pairs, sparse=False)
             self.work.add(f"sparse_attention_dense.{reason}")
-            return self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, rotary_emb, **kw)
+            return self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, *rest, **kw)
         call = Call(self, tiling, resolve_backend(self.config.backend, hidden_states.device))
         result: dict = {}
 

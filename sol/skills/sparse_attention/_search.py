@@ -117,8 +117,8 @@ def captured_qkv(context):
         def __init__(self, inner, layer):
             self.inner, self.layer = inner, layer
 
-        def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None,
-                     rotary_emb=None, **kw):  # fmt: skip
+        def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, *rest, **kw):
+            rotary_emb = adapter.processor_rotary_emb(rest, kw)  # LTX-2 passes query and key RoPE
             if (
                 ctx.step == mid
                 and ctx.branch != "uncond"
@@ -129,7 +129,7 @@ def captured_qkv(context):
                     t.detach().clone() for t in adapter.self_attention_qkv(attn, hidden_states, rotary_emb)
                 )
                 grid[:] = [ctx.grid]
-            return self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, rotary_emb, **kw)
+            return self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, *rest, **kw)
 
     def stop():
         if len(got) == len(mods):
