@@ -105,7 +105,10 @@ class _Probe(ModelHook):
     def new_forward(self, module, *args, **kwargs):
         # Inside a region torch.compile traces, a count would be traced once or not at all: no
         # count is better than a wrong one (compiled regions must not hold probe points).
-        if not torch.compiler.is_compiling():
+        # is_dynamo_compiling(), not is_compiling(): the latter reads a process-wide flag, so while
+        # one thread compiles (agents of the local executor are threads) every other thread's
+        # probes read True and dropped counts; the former is constant-folded into traced code.
+        if not torch.compiler.is_dynamo_compiling():
             self.counts[self.name] += 1
         return self.fn_ref.original_forward(*args, **kwargs)
 
