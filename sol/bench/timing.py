@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 MIN_PAIRS = 5  # fewer pairs: the bootstrap interval of a median is too optimistic to decide on
+FUTILE = 1.02  # after MIN_PAIRS, a candidate measured below this (interval reaching 1.0) leaves the race
 CONFIDENCE = 0.95
 RESAMPLES = 2000
 
@@ -322,7 +323,8 @@ def race(
     candidates of one round run the same one). A round times the baseline once and every candidate
     still racing once; the baseline goes first on even rounds and last on odd ones, and the
     candidates' order rotates. After ``min_pairs`` rounds a candidate leaves the race when its
-    interval lies wholly below the leader's, or wholly below 1.0 (a loss). The race stops when the
+    interval lies wholly below the leader's, or wholly below 1.0 (a loss), or when it measures
+    below ``FUTILE`` with an interval reaching 1.0 (no gain worth more pairs). The race stops when the
     leader's interval lies above 1.0 and clear of every other racing candidate's (``separated``),
     when only losers are left, at ``max_pairs`` rounds, or when ``budget_s`` of wall time is spent.
     ``before`` / ``after`` (by candidate name) run untimed around each of its runs, e.g. to switch
@@ -395,6 +397,10 @@ def race(
             if ivs[n][1] < 1.0:
                 racing.remove(n)
                 dropped[n] = f"slower than the baseline: interval {ivs[n][0]:.2f}-{ivs[n][1]:.2f}x"
+            elif cmps[n].speedup < FUTILE and ivs[n][0] <= 1.0:
+                # More pairs would only narrow an interval around "no gain": not worth the machine time.
+                racing.remove(n)
+                dropped[n] = f"no gain: {cmps[n].speedup:.2f}x, interval {ivs[n][0]:.2f}-{ivs[n][1]:.2f}x"
             elif n != leader and ivs[n][1] < ivs[leader][0]:
                 racing.remove(n)
                 dropped[n] = f"behind {leader}: {ivs[n][1]:.2f}x < {ivs[leader][0]:.2f}x"
