@@ -189,8 +189,11 @@ class Integrator:
         timing_budget_s: float | None = None,
         max_validations: int = 3,
     ):
+        # Timed points that beat the baseline, fastest first, then exact parts (untimed: they join
+        # stacks and are measured there).
         self.fronts = {
             fam: [r for r in pareto_front(rs) if r.psnr >= min_psnr and _gains(r)]
+            + [r for r in rs if r.ok and math.isinf(r.psnr) and r.speedup is None]
             for fam, rs in fronts.items()
             if fam not in exclude
         }

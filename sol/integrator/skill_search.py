@@ -192,6 +192,13 @@ def search_skill(
                          budget_s=plan.timing_budget_s)  # fmt: skip
         out.notes["race"] = race
     out.front = pareto_front([r for r in finalists if r.ok])
+    # Exact parts (bit-identical outputs: text K/V reuse) gain too little to win a race alone, but
+    # join any stack their seams allow: the integrator measures them there, untimed here.
+    out.front += [
+        r
+        for r in out.screened
+        if r.ok and math.isinf(r.psnr) and r not in out.front and (r.predicted_speedup or 1.0) >= 1.0
+    ]
     full_evals = [r for r in out.full if r.videos >= len(full.runs)]
     out.notes["screen"] = {
         "full_evaluations": len(full_evals),
