@@ -30,6 +30,7 @@ import numpy as np
 CONFIDENCE = 0.8  # the chance that every unseen video clears the floor
 PSNR_CAP = 80.0  # dB: an exact video (inf) counts as this when averaging
 MIN_OWN = 6  # videos from which a candidate's own spread is trusted beside the pooled one
+POOL_BAND = 8.0  # dB below the floor beyond which a candidate's spread is not pooled
 
 
 def t_quantile(q: float, df: int) -> float:
@@ -114,9 +115,13 @@ class Screen:
         )
 
     def observe(self, result) -> None:
-        """Pool ``result``'s per-video deviations from its own mean (its latest, largest set only)."""
+        """Pool ``result``'s per-video deviations from its own mean (its latest, largest set only).
+
+        Only candidates near the decision are pooled (worst video within ``POOL_BAND`` dB below the
+        floor or above it): a setting that wrecks one video by 20 dB says little about the spread of
+        one that lands just above the floor, and would make every cheap screen needlessly strict."""
         p = _psnrs(result)
-        if len(p) < 2 or all(x >= PSNR_CAP for x in p):
+        if len(p) < 2 or all(x >= PSNR_CAP for x in p) or min(p) < self.min_psnr - POOL_BAND:
             return
         m = float(np.mean(p))
         self._pool[result.label] = [x - m for x in p]
