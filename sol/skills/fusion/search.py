@@ -54,6 +54,9 @@ def leave_one_out(skill, context, full, field: str, parts: tuple[str, ...]) -> l
     adapter = context.adapter
     (args, kwargs), *_ = adapter.example_inputs(context.workload, calls=1)
     kind = full.kind
+    # CUDA events on a GPU (a kernel launch returns before the kernel ran), thread CPU time here.
+    param = next(adapter.transformer.parameters(), None)
+    device = param.device if param is not None else None
 
     def call(transformer):
         def run():
@@ -73,10 +76,11 @@ def leave_one_out(skill, context, full, field: str, parts: tuple[str, ...]) -> l
         try:
             t0 = time.perf_counter()
             call(fused.transformer)()  # compiles (or builds kernels): not timed below
+            if device is not None and device.type == "cuda":
+                torch.cuda.synchronize(device)
             first = time.perf_counter() - t0
-            cmp = interleaved(
-                call(adapter.transformer), call(fused.transformer), warmup=WARMUP, repeats=PAIRS
-            )
+            base, cand = call(adapter.transformer), call(fused.transformer)
+            cmp = interleaved(base, cand, warmup=WARMUP, repeats=PAIRS, device=device)
             measured[name] = {"config": cfg.model_dump(mode="json"), "first_call_s": first, **cmp.summary()}
         finally:
             handle.revert()
