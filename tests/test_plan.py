@@ -13,7 +13,7 @@ import pytest
 import sol
 from sol.errors import SolError
 from sol.plan import SCHEMA_VERSION, HardwareRef, ModelRef, Plan, load_plan
-from sol.skills import Handle, Seam, Skill, TechniqueConfig, register_skill
+from sol.skills import Handle, Seam, Skill, TechniqueConfig, register_skill, unregister_skill
 
 
 class Scale(TechniqueConfig):
@@ -23,7 +23,6 @@ class Scale(TechniqueConfig):
     factor: float = 1.0
 
 
-@register_skill(Scale)
 class ScaleSkill(Skill):
     name = "test"
     writes = frozenset({Seam.KERNEL_FUSION})
@@ -36,6 +35,14 @@ class ScaleSkill(Skill):
 
     def examples(self):
         return [Scale(factor=0.5)]
+
+
+@pytest.fixture(autouse=True)
+def _scale_skill():
+    """The test-only technique is registered for each test of this module and removed after it."""
+    register_skill(Scale)(ScaleSkill)
+    yield
+    unregister_skill(Scale)
 
 
 def _plan_for(loaded, techniques=()):
