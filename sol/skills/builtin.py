@@ -7,7 +7,7 @@ they are missing. An import error here is a bug in Sol, never swallowed.
 
 import importlib
 
-PACKAGES = ("cache", "quantization", "token_pruning", "fusion")
+PACKAGES = ("cache", "quantization", "token_pruning", "fusion", "sparse_attention")
 
 for _name in PACKAGES:
     importlib.import_module(f"sol.skills.{_name}")

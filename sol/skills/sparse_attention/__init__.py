@@ -18,10 +18,16 @@ on a CPU and on a GPU, and the traps: docs/skills.md, "Sparse attention".
 """
 
 from sol.skills.sparse_attention._base import SparseAttentionConfig, SparseAttentionSkill, Work
-from sol.skills.sparse_attention.pisa import PisaConfig, PisaSkill
-from sol.skills.sparse_attention.radial import RadialConfig, RadialSkill
+
+# isort: off
+# Registration order is the family's order: the search races candidates the cost model cannot price
+# (attention_backend writers) in this order, so the methods cheapest per kept pair come first.
 from sol.skills.sparse_attention.sta import StaConfig, StaSkill
+from sol.skills.sparse_attention.radial import RadialConfig, RadialSkill
 from sol.skills.sparse_attention.svg import SvgConfig, SvgSkill
+from sol.skills.sparse_attention.pisa import PisaConfig, PisaSkill
+
+# isort: on
 from sol.skills.sparse_attention.tiling import Tiling
 
 __all__ = [
