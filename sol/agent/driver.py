@@ -14,7 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sol.agent.runs import DEFAULT_RUNS_DIR, checkpointer, find_run, list_run_dirs, new_run_dir, read_spec
+from sol.agent.runs import (
+    DEFAULT_RUNS_DIR,
+    checkpointer,
+    decision_lock,
+    find_run,
+    list_run_dirs,
+    new_run_dir,
+    read_spec,
+)
 from sol.errors import SolError
 
 NODE_ORDER = ["profile", "skill_agent", "integrator", "gate", "report", "approval", "export"]
@@ -60,8 +68,11 @@ def start(
     vbench_python: str | None = None,
     checkpoint_url: str | None = None,
     on_update=None,
+    on_start=None,
 ) -> RunOutcome:
-    """Validate everything cheap first (no run folder for bad input), then run the graph."""
+    """Validate everything cheap first (no run folder for bad input), then run the graph.
+
+    ``on_start(run_dir)`` is called once the run folder exists (a watcher reads its progress files)."""
     from sol.agent.jobs import EFFORT
     from sol.hardware import resolve
     from sol.quality.gate import get_budget
@@ -108,6 +119,8 @@ def start(
         "checkpoint_url": checkpoint_url,
     }
     (run_dir / "run.json").write_text(json.dumps(spec, indent=2))
+    if on_start is not None:
+        on_start(run_dir)
     return drive(run_dir, {"spec": spec}, on_update=on_update)
 
 
@@ -173,6 +186,17 @@ def resume(run: str, runs_dir: Path = DEFAULT_RUNS_DIR, on_update=None) -> RunOu
     return drive(run_dir, None if current.values else {"spec": spec}, on_update=on_update)
 
 
+def _decision(run: str, runs_dir: Path, who: str):
+    """The run's decision lock; none for a run that cannot be found (the decision says why)."""
+    import contextlib
+
+    try:
+        run_dir = find_run(run, runs_dir)
+    except SolError:
+        return contextlib.nullcontext()
+    return decision_lock(run_dir, who)
+
+
 def _waiting(run: str, runs_dir: Path) -> tuple[Path, RunOutcome]:
     run_dir = find_run(run, runs_dir)
     cur = outcome(run_dir)
@@ -183,7 +207,16 @@ def _waiting(run: str, runs_dir: Path) -> tuple[Path, RunOutcome]:
 
 def approve(run: str, candidate: str | None = None, *, by: str | None = None, note: str = "",
             runs_dir: Path = DEFAULT_RUNS_DIR, on_update=None) -> RunOutcome:  # fmt: skip
-    """Approve a candidate (default: the best that passed the gate) and export its plan."""
+    """Approve a candidate (default: the best that passed the gate) and export its plan.
+
+    One decision per run at a time (``decision_lock``): a concurrent approve or reject of the same run
+    is refused with ``DecisionInProgress``; one that comes after finds the run no longer waiting."""
+    with _decision(run, runs_dir, f"{by or _who()} approving {candidate or 'the best'}"):
+        return _approve(run, candidate, by=by, note=note, runs_dir=runs_dir, on_update=on_update)
+
+
+def _approve(run: str, candidate: str | None, *, by: str | None, note: str, runs_dir: Path,
+             on_update) -> RunOutcome:  # fmt: skip
     from langgraph.types import Command
 
     run_dir, cur = _waiting(run, runs_dir)
@@ -208,7 +241,15 @@ def approve(run: str, candidate: str | None = None, *, by: str | None = None, no
 
 def reject(run: str, feedback: dict, *, candidate: str | None = None, by: str | None = None,
            runs_dir: Path = DEFAULT_RUNS_DIR, on_update=None) -> RunOutcome:  # fmt: skip
-    """Reject with structured feedback; the integrator runs again under stricter settings."""
+    """Reject with structured feedback; the integrator runs again under stricter settings.
+
+    Holds the run's ``decision_lock`` until the new round pauses again or ends (see :func:`approve`)."""
+    with _decision(run, runs_dir, f"{by or _who()} rejecting"):
+        return _reject(run, feedback, candidate=candidate, by=by, runs_dir=runs_dir, on_update=on_update)
+
+
+def _reject(run: str, feedback: dict, *, candidate: str | None, by: str | None, runs_dir: Path,
+            on_update) -> RunOutcome:  # fmt: skip
     from langgraph.types import Command
 
     run_dir, cur = _waiting(run, runs_dir)

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from sol.agent.progress import ProgressWriter, integrator_writer, skill_writer
+
 # Effort presets: how much a search measures (docs/optimize.md, "Cost"). Per skill family:
 # cheap quality screens on `screen_runs` videos, `refine_rounds` of knob bisection, successive
 # halving through `halving` videos to the whole search split, a race of `top_k` finalists between
@@ -121,13 +123,15 @@ def profile(spec: dict, lease=None) -> dict:
     import torch
 
     one = wl.model_copy(update={"prompts": wl.prompts[:1], "seeds": wl.seeds[:1]})
-    with torch.no_grad():
+    # Progress in the run folder (the CLI and `sol serve` read it): the profile, then each baseline video.
+    with ProgressWriter(run_dir, "profile", 1 + len(wl.runs), unit="generations") as prog, torch.no_grad():
         with (lease or contextlib.nullcontext)():
             # Stage and op-class shares do not depend on the prompt: one generation is enough.
             prof = profile_pipeline(loaded.pipe, one)
             cm = fit_cost_model(loaded.pipe, loaded.adapter, wl, op_shares=prof.get("op_share"))
+        prog.tick()
         with count_calls(loaded.adapter) as calls:
-            videos = generate(loaded.pipe, wl)
+            videos = generate(loaded.pipe, wl, progress=prog.tick)
     baseline, outputs = [], []
     for i, v in enumerate(videos):
         p = run_dir / "baseline" / f"{i}.npy"
@@ -176,7 +180,9 @@ def skill_search(spec: dict, family: str, lease=None) -> dict:
     budget = get_budget(spec.get("budget"))
     ev = _evaluator(loaded, wl, spec, lease, run_dir / "outputs" / family)
     ctx = SearchContext(adapter=loaded.adapter, hardware=hw, workload=wl, budget=budget)
-    front = search_skill(family, ctx, ev, plan=_plan(spec, wl), budget=budget)
+    plan = _plan(spec, wl)
+    with skill_writer(spec, family, hw, plan) as prog:  # progress in the run folder
+        front = search_skill(family, ctx, ev, plan=plan, budget=budget, progress=prog.candidate)
     write_json(path, front.to_json())
     return {"family": family, "path": str(path), "cached": False, "evaluations": front.evaluations}
 
@@ -211,6 +217,7 @@ def integrate(spec: dict, fronts: dict[str, str], settings: dict, lease=None) ->
 
     budget = get_budget(settings.get("budget") or spec.get("budget"))
     screen = Screen.for_budget({**budget.model_dump(), "min_psnr": float(settings["min_psnr"])}, plan.unseen)
+    prog = integrator_writer(spec, rnd, len(parts), effort["max_evals"])  # progress in the run folder
     integ = Integrator(
         parts,
         evaluator,
@@ -223,7 +230,10 @@ def integrate(spec: dict, fronts: dict[str, str], settings: dict, lease=None) ->
         finalists=effort["finalists"],
         min_pairs=effort["repeats"],
         max_pairs=effort["max_pairs"],
-    ).run()
+        progress=prog.composition,
+    )
+    with prog:  # finish (or fail) once the run is over
+        integ = integ.run()
     data = integ.to_json()
     data.update(
         baseline_videos=evaluator.baseline_paths or _baseline_paths(run_dir),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -40,6 +41,48 @@ def list_run_dirs(runs_dir: Path = DEFAULT_RUNS_DIR) -> list[Path]:
     return sorted(
         (p for p in runs_dir.iterdir() if (p / "run.json").is_file()), key=lambda p: p.stat().st_mtime
     )
+
+
+class DecisionInProgress(SolError):
+    """Another approve/reject of the same run holds its decision lock."""
+
+
+@contextmanager
+def decision_lock(run_dir: Path, who: str = ""):
+    """Hold ``run_dir``'s decision lock while an approval or a rejection resumes it.
+
+    One decision at a time, across processes and threads (an ``flock`` on ``decision.lock``: each
+    ``open`` is its own lock holder, and the kernel frees it when a holder dies). A second decider is
+    refused at once with :class:`DecisionInProgress` naming the holder, instead of resuming the graph
+    twice. ``who`` is recorded for that message.
+
+    >>> with decision_lock(run_dir, "alice approving c1"):  # doctest: +SKIP
+    ...     drive(run_dir, Command(resume=decision))
+    """
+    import fcntl
+
+    f = open(run_dir / "decision.lock", "a+")  # noqa: SIM115 — held for the whole block
+    try:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            raise DecisionInProgress(
+                f"run {run_dir.name} is already being decided ({holder}); reload it when that finishes"
+            ) from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"{who or 'someone'} since {datetime.now(UTC).isoformat(timespec='seconds')}")
+        f.flush()
+        try:
+            yield
+        finally:
+            f.seek(0)
+            f.truncate()
+            fcntl.flock(f, fcntl.LOCK_UN)
+    finally:
+        f.close()
 
 
 def read_spec(run_dir: Path) -> dict:
