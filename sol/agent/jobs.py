@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,27 @@ def write_json(path: Path, data: Any) -> Path:
 # process-wide "empty weights" context (accelerate), so two loads at once fail ("Cannot copy out
 # of meta tensor"). Loads are serialised; each agent still gets its own copy of the model.
 _LOAD_LOCK = threading.Lock()
+
+
+class _Cost:
+    """A job's cost from its creation to ``stop()``: wall seconds and the CPU seconds of its thread.
+
+    With one torch thread every op runs on the calling thread, so its CPU time is the job's work
+    whatever else the machine runs (a Ray actor and a local-executor thread alike); the run's
+    status sums them, so a run on a loaded machine still tells what it would take on a quiet one.
+
+    >>> sorted(_Cost().stop())
+    ['cpu_s', 'wall_s']
+    """
+
+    def __init__(self) -> None:
+        self._wall, self._cpu = time.perf_counter(), time.thread_time()
+
+    def stop(self) -> dict:
+        return {
+            "wall_s": round(time.perf_counter() - self._wall, 1),
+            "cpu_s": round(time.thread_time() - self._cpu, 1),
+        }
 
 
 def _setup(spec: dict):
@@ -119,6 +141,7 @@ def profile(spec: dict, lease=None) -> dict:
     path = run_dir / "profile.json"
     if path.is_file():
         return json.loads(path.read_text())
+    cost = _Cost()
     loaded, wl, hw = _setup(spec)
     import torch
 
@@ -153,6 +176,7 @@ def profile(spec: dict, lease=None) -> dict:
         prompts=[p for p, _ in wl.runs],
         cost_model=cm.to_json(),
     )
+    prof["cost"] = cost.stop()
     write_json(path, prof)
     return prof
 
@@ -176,6 +200,7 @@ def skill_search(spec: dict, family: str, lease=None) -> dict:
     path = run_dir / "skills" / f"{family}.json"
     if path.is_file():
         return {"family": family, "path": str(path), "cached": True}
+    cost = _Cost()
     loaded, wl, hw = _setup(spec)
     budget = get_budget(spec.get("budget"))
     ev = _evaluator(loaded, wl, spec, lease, run_dir / "outputs" / family)
@@ -183,7 +208,7 @@ def skill_search(spec: dict, family: str, lease=None) -> dict:
     plan = _plan(spec, wl)
     with skill_writer(spec, family, hw, plan) as prog:  # progress in the run folder
         front = search_skill(family, ctx, ev, plan=plan, budget=budget, progress=prog.candidate)
-    write_json(path, front.to_json())
+    write_json(path, {**front.to_json(), "cost": cost.stop()})
     return {"family": family, "path": str(path), "cached": False, "evaluations": front.evaluations}
 
 
@@ -199,6 +224,7 @@ def integrate(spec: dict, fronts: dict[str, str], settings: dict, lease=None) ->
     path = run_dir / f"integration-{rnd}.json"
     if path.is_file():
         return {"path": str(path), "cached": True}
+    cost = _Cost()
     loaded, wl, _hw = _setup(spec)
     effort, plan = _effort(spec), _plan(spec, wl)
     parts, ladders = {}, {}
@@ -243,6 +269,7 @@ def integrate(spec: dict, fronts: dict[str, str], settings: dict, lease=None) ->
         fingerprint=loaded.fingerprint.to_json(),
         cost_model=evaluator.cost_model.to_json() if evaluator.cost_model is not None else None,
     )
+    data["cost"] = cost.stop()
     write_json(path, data)
     return {"path": str(path), "cached": False}
 

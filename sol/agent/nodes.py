@@ -292,7 +292,21 @@ def _elapsed(state: RunState) -> str:
     if not start.is_file():
         return "wall time unknown"
     s = max(0, int(time.time() - start.stat().st_mtime))
-    return f"{s // 60} min {s % 60:02d} s wall since the start"
+    cpu = _jobs_cpu_s(start.parent)
+    tail = f", {cpu / 60:.1f} min CPU in its jobs" if cpu else ""
+    return f"{s // 60} min {s % 60:02d} s wall since the start{tail}"
+
+
+def _jobs_cpu_s(run_dir: Path) -> float:
+    """CPU seconds the run's jobs recorded (profile, skill agents, integrator rounds): on a loaded
+    machine the work a quiet one would do, where the wall time says little."""
+    total = 0.0
+    for f in [run_dir / "profile.json", *run_dir.glob("skills/*.json"), *run_dir.glob("integration-*.json")]:
+        try:
+            total += float((json.loads(f.read_text()).get("cost") or {}).get("cpu_s") or 0.0)
+        except (OSError, ValueError, TypeError, AttributeError):
+            continue
+    return total
 
 
 def approved_line(state: RunState) -> str:
