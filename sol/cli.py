@@ -5,8 +5,8 @@ Every user error is one line on stderr (``error: …``) and exit code 2, never a
 Parsing is the standard library's argparse, so that ``sol --help``, ``models``, ``skills``,
 ``profile``, ``generate`` and ``apply`` run on a no-extras install (``pip install sol``, what an
 inference server has). rich draws tables and progress bars on a terminal where it is installed;
-plain text otherwise (and whenever output is piped). ``optimize``, ``runs``, ``approve``, ``reject`` and
-``resume`` need the optimize extra and say so in one line where it is missing.
+plain text otherwise (and whenever output is piped). ``optimize``, ``runs``, ``approve``, ``reject``,
+``resume`` and ``serve`` need the optimize extra and say so in one line where it is missing.
 
 >>> main(["generate", "--model", "tiny-wan-random", "--prompt", "a red circle", "--out", "v.mp4"])  # doctest: +SKIP
 """
@@ -18,6 +18,7 @@ import importlib.util
 import json
 import os
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -227,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="sol",
         description="Sol: optimize video diffusion inference.",
         epilog="The optimize extra (pip install 'sol[optimize]') is needed by optimize, runs, approve,\n"
-        "reject and resume; the other commands run on a plain `pip install sol`.",
+        "reject, resume and serve; the other commands run on a plain `pip install sol`.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands", parser_class=_Parser)
 
@@ -321,6 +322,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--prefer", metavar="ID", help="candidate id to start from")
     p.add_argument("--candidate", metavar="ID", help="the candidate being rejected")
+    _runs_dir(p)
+
+    p = command(
+        "serve",
+        serve_cmd,
+        "The review web app: runs, their reports and progress; approve or reject in a browser.",
+    )
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on; any other than loopback needs an access token")  # fmt: skip
+    p.add_argument("--port", type=int, default=8765, help="port (0: any free one)")
+    p.add_argument("--token", metavar="TOKEN",
+                   help="access token every request must carry (default: $SOL_REVIEW_TOKEN)")  # fmt: skip
     _runs_dir(p)
 
     p = command(
@@ -531,6 +544,102 @@ def _printer():
     return on_update
 
 
+class Watch:
+    """Each agent's progress while a command drives a run: read from the run folder's progress files
+    (the jobs run in Ray actors and write them there; ``sol.agent.progress``).
+
+    On a terminal with rich: one progress bar per agent (judged against planned, best so far, elapsed
+    time, an estimate of the time left), redrawn twice a second. Otherwise one line per agent as it
+    finishes, so logs stay short.
+
+    >>> with Watch() as w:  # doctest: +SKIP
+    ...     driver.start(..., on_start=w.follow)
+    """
+
+    POLL_S = 0.5
+
+    def __init__(self, run_dir: Path | None = None, out: Output | None = None):
+        self.out = out or ui
+        self.run_dir = run_dir
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._tasks: dict[str, Any] = {}
+        self._reported: set[str] = set()
+        self._seen: dict[str, float] = {}  # agent -> start time of the attempt shown
+        self._progress = None
+
+    def follow(self, run_dir: Path) -> None:
+        """Watch ``run_dir`` (``driver.start``'s ``on_start``)."""
+        self.run_dir = Path(run_dir)
+
+    def __enter__(self) -> Watch:
+        if self.out.rich:
+            self._progress = progress_bars(self.out._err)
+            self._progress.start()
+        self._thread = threading.Thread(target=self._loop, name="sol-progress", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self.poll()  # the final state of every bar
+        if self._progress is not None:
+            self._progress.stop()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.POLL_S):
+            try:
+                self.poll()
+            except Exception:  # noqa: BLE001 — a display glitch must never stop a run
+                pass
+
+    def poll(self) -> None:
+        if self.run_dir is None:
+            return
+        from sol.agent.progress import read_progress
+
+        for agent in read_progress(self.run_dir):
+            if self._progress is not None:
+                update_bar(self._progress, self._tasks, agent)
+            elif agent.finished is not None and self._seen.get(agent.agent) != agent.started:
+                self._seen[agent.agent] = agent.started  # one line per finished attempt
+                self.out.note(self.out.lit(agent.line()), mark=("·", "dim"))
+
+
+def progress_bars(console=None):
+    """The rich ``Progress`` the agents' bars live in (also used to draw docs/img/progress.svg)."""
+    columns = (
+        TextColumn("[bold]{task.description}", table_column=None),
+        BarColumn(bar_width=30),
+        TextColumn("{task.fields[count]}"),
+        TextColumn("best [cyan]{task.fields[best]}"),
+        TextColumn("{task.fields[elapsed]}"),
+        TextColumn("{task.fields[left]}"),
+    )
+    return Progress(*columns, console=console, refresh_per_second=2, transient=False)
+
+
+def update_bar(progress, tasks: dict, agent) -> None:
+    """Show one ``AgentProgress`` as a bar of ``progress`` (``tasks``: agent name -> task id)."""
+    from sol.agent.progress import format_seconds
+
+    total = agent.total
+    approx = "≈" if agent.estimate and agent.finished is None else ""
+    fields = {
+        "count": f"{agent.done}/{approx}{total} {agent.unit}" if total else f"{agent.done} {agent.unit}",
+        "best": agent.best_text(),
+        "elapsed": format_seconds(agent.elapsed_s),
+        "left": {"done": "[green]done[/]", "failed": "[red]failed[/]", "stalled": "[yellow]stalled[/]"}.get(
+            agent.state, f"≈{format_seconds(agent.eta_s)} left" if agent.eta_s is not None else "…"
+        ),
+    }
+    if agent.agent not in tasks:
+        tasks[agent.agent] = progress.add_task(agent.agent, total=total, completed=agent.done, **fields)
+    progress.update(tasks[agent.agent], total=total, completed=agent.done, **fields)
+
+
 def _ask(question: str, default: str) -> str:
     try:
         reply = input(f"{question} [{default}]: ").strip()
@@ -549,9 +658,10 @@ def _show_outcome(out, ask: bool = False, runs_dir: Path = Path("runs")) -> None
         choice = _ask("approve which candidate? (id, 'reject', or 'later')", best)
         if choice == "reject":
             text = _ask("feedback (e.g. min_psnr=35 exclude=cache)", "")
-            out = driver.reject(
-                out.run_dir.name, driver.parse_feedback(text), runs_dir=runs_dir, on_update=_printer()
-            )
+            with Watch(out.run_dir):  # the integrator runs again
+                out = driver.reject(
+                    out.run_dir.name, driver.parse_feedback(text), runs_dir=runs_dir, on_update=_printer()
+                )
             return _show_outcome(out, ask=True, runs_dir=runs_dir)
         if choice != "later":
             out = driver.approve(out.run_dir.name, choice, runs_dir=runs_dir, on_update=_printer())
@@ -583,19 +693,32 @@ def optimize_cmd(args: argparse.Namespace) -> None:
     """Find the fastest near-lossless stack of techniques for a model on this hardware."""
     driver = _driver("optimize")
     skills = [s.strip() for s in args.skills.split(",") if s.strip()] if args.skills else None
-    out = driver.start(
-        model=args.model, gpu=args.gpu, workload=args.workload, budget=args.budget, effort=args.effort,
-        skills=skills, approve=args.approve, executor=args.executor, ray_address=args.ray_address,
-        runs_dir=args.runs_dir, layers=args.layers, allow_pickle=args.allow_pickle,
-        vbench_python=args.vbench_python, checkpoint_url=args.checkpoint_url, on_update=_printer(),
-    )  # fmt: skip
+    with Watch() as watch:
+        out = driver.start(
+            model=args.model, gpu=args.gpu, workload=args.workload, budget=args.budget, effort=args.effort,
+            skills=skills, approve=args.approve, executor=args.executor, ray_address=args.ray_address,
+            runs_dir=args.runs_dir, layers=args.layers, allow_pickle=args.allow_pickle,
+            vbench_python=args.vbench_python, checkpoint_url=args.checkpoint_url, on_update=_printer(),
+            on_start=watch.follow,
+        )  # fmt: skip
     _show_outcome(out, ask=args.approve == "ask", runs_dir=args.runs_dir)
 
 
 def resume_cmd(args: argparse.Namespace) -> None:
     """Continue a killed or interrupted run from its last checkpoint."""
     driver = _driver("resume")
-    _show_outcome(driver.resume(args.run, args.runs_dir, on_update=_printer()), runs_dir=args.runs_dir)
+    with Watch(_run_dir(args.run, args.runs_dir)):
+        out = driver.resume(args.run, args.runs_dir, on_update=_printer())
+    _show_outcome(out, runs_dir=args.runs_dir)
+
+
+def _run_dir(run: str, runs_dir: Path) -> Path | None:
+    from sol.agent.runs import find_run
+
+    try:
+        return find_run(run, runs_dir)
+    except SolError:
+        return None  # the command itself says what is wrong
 
 
 def runs_cmd(args: argparse.Namespace) -> None:
@@ -622,8 +745,41 @@ def reject_cmd(args: argparse.Namespace) -> None:
     fb = driver.parse_feedback(
         args.feedback, min_psnr=args.min_psnr, budget=args.budget, exclude=args.exclude, prefer=args.prefer
     )
-    out = driver.reject(args.run, fb, candidate=args.candidate, runs_dir=args.runs_dir, on_update=_printer())
+    with Watch(_run_dir(args.run, args.runs_dir)):  # a rejection runs the integrator again
+        out = driver.reject(
+            args.run, fb, candidate=args.candidate, runs_dir=args.runs_dir, on_update=_printer()
+        )
     _show_outcome(out, runs_dir=args.runs_dir)
+
+
+def serve_cmd(args: argparse.Namespace) -> None:
+    """The review web app: runs, their reports and progress; approve or reject in a browser."""
+    import socket
+
+    token = args.token or os.environ.get("SOL_REVIEW_TOKEN") or None
+    if not 0 <= args.port < 65536:
+        raise SolError(f"--port {args.port}: use 1-65535, or 0 for any free port")
+    _need_optimize("serve")
+    if not all(_importable(m) for m in ("fastapi", "uvicorn")):
+        raise SolError(f"sol serve needs FastAPI and uvicorn (the optimize extra): {OPTIMIZE_EXTRA}")
+    from sol.review.app import check_bind, create_app, serve
+
+    check_bind(args.host, token)  # before anything listens
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(args.host, args.port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(addr)
+    except OSError as e:
+        raise SolError(f"cannot listen on {args.host}:{args.port}: {e.strerror or e}") from None
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    url = f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
+    if not args.runs_dir.is_dir():
+        ui.note(f"no runs in {ui.lit(args.runs_dir)} yet (start one with `sol optimize --approve manual`)")
+    app = create_app(args.runs_dir, access_token=token, bind_host=host)
+    ui.print(f"Sol review: {ui.em(url)}  (runs in {ui.lit(args.runs_dir)}; Ctrl+C stops it)")
+    serve(app, sock=sock)
 
 
 # ---------------------------------------------------------------- entry point
