@@ -14,6 +14,12 @@ For every candidate config it prints:
 - ``density``: ``attention_pairs / attention_pairs_dense`` from the skill's own counters (every
   dense fallback counted dense).
 
+Before the candidates it prints how local the model's attention is (``locality``: per layer, the
+softmax mass inside a few token neighbourhoods beside the share of keys they hold, the share of keys
+that hold 90 % of the mass, and the normalised entropy): a pattern that drops keys can only keep
+quality where the mass is concentrated. ``--locality`` measures only that (seconds) and merges it
+into an existing result file.
+
 One torch thread; the clock is the steadier of wall and thread CPU time (``sol.bench.timing``).
 
     .venv/bin/python -m benchmarks.sparse_attention --model sol-tiny-wan --workload long \\
@@ -133,6 +139,71 @@ def attention_only(loaded, cfg, qkv, grid, inner, *, warmup: int, pairs: int) ->
     }
 
 
+def locality(loaded, workload) -> dict:
+    """How concentrated each layer's attention is, at the middle step of the first prompt (cond branch).
+
+    Per layer, over heads (mean and the least local head) and queries: the softmax mass inside each
+    neighbourhood (``mass``) beside the share of keys it holds (``keys``); mass close to the key share
+    means no locality. ``keys_for_90`` is the share of keys, best first, holding 90 % of a query's mass.
+    """
+    from types import SimpleNamespace
+
+    from sol.skills.sparse_attention._search import captured_qkv
+
+    ctx = SimpleNamespace(pipe=loaded.pipe, adapter=loaded.adapter, workload=workload)
+    captured = captured_qkv(ctx)
+    if captured is None:
+        return {}
+    grid, qkvs = captured
+    t, h, w = (torch.arange(n) for n in grid)
+    tt, hh, ww = (x.flatten() for x in torch.meshgrid(t, h, w, indexing="ij"))
+    dt, dh, dw = ((x[:, None] - x[None]).abs() for x in (tt, hh, ww))
+    hoods = {
+        "own frame": dt == 0,
+        "frames within 1": dt <= 1,
+        "within 2 tokens in space": (dh <= 2) & (dw <= 2),
+        "within 4 tokens in space, 2 frames": (dh <= 4) & (dw <= 4) & (dt <= 2),
+    }
+    layers = []
+    with torch.no_grad():
+        for q, k, _ in qkvs:
+            logits = torch.einsum("bshd,bthd->bhst", q[:1].float(), k[:1].float()) / math.sqrt(q.shape[-1])
+            p = logits.softmax(-1)[0]  # heads, queries, keys
+            ranked = p.sort(-1, descending=True).values.cumsum(-1)
+            k90 = ((ranked < 0.9).sum(-1) + 1).float().mean(-1) / p.shape[-1]  # per head
+            entropy = -(p * p.clamp_min(1e-30).log()).sum(-1).mean(-1) / math.log(p.shape[-1])
+            mass = {n: (p * m).sum(-1).mean(-1) for n, m in hoods.items()}  # per head
+            layers.append(
+                {
+                    "mass_mean": {n: float(v.mean()) for n, v in mass.items()},
+                    "mass_least_local_head": {n: float(v.min()) for n, v in mass.items()},
+                    "keys_for_90": float(k90.mean()),
+                    "entropy": float(entropy.mean()),
+                }
+            )
+    return {
+        "grid": list(grid),
+        "keys": {n: float(m.float().mean()) for n, m in hoods.items()},
+        "layers": layers,
+    }
+
+
+def print_locality(loc: dict) -> None:
+    if not loc:
+        return
+    names = list(loc["keys"])
+    print("attention locality (middle step): softmax mass in each neighbourhood, mean over heads", flush=True)
+    print(f"{'':10s}" + "".join(f"{n[:30]:>32s}" for n in names) + f"{'keys for 90%':>14s}{'entropy':>9s}")
+    print(f"{'(keys)':10s}" + "".join(f"{loc['keys'][n]:32.3f}" for n in names))
+    for i, row in enumerate(loc["layers"]):
+        print(
+            f"{'layer ' + str(i):10s}"
+            + "".join(f"{row['mass_mean'][n]:32.3f}" for n in names)
+            + f"{row['keys_for_90']:14.3f}{row['entropy']:9.2f}",
+            flush=True,
+        )
+
+
 def attention_share(loaded, workload, *, warmup: int, pairs: int) -> dict:
     """Share of a generation spent in self-attention: 1 - T(attention replaced by v) / T(baseline)."""
     adapter = loaded.adapter
@@ -225,6 +296,9 @@ def main(argv=None) -> int:
     ap.add_argument("--layer", type=int, default=3, help="the layer whose q, k, v time attention alone")
     ap.add_argument("--only", default="", help="comma-separated indices of the candidates to run")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    ap.add_argument(
+        "--locality", action="store_true", help="measure only attention locality and merge it into --out"
+    )
     args = ap.parse_args(argv)
     warnings.filterwarnings("ignore")
     logging.disable(logging.WARNING)
@@ -232,6 +306,15 @@ def main(argv=None) -> int:
     t_start = time.perf_counter()
     loaded = load_model(args.model)
     wl = load_workload(args.workload)
+    loc = locality(loaded, wl)
+    print_locality(loc)
+    if args.locality:
+        data = json.loads(args.out.read_text()) if args.out.exists() else {}
+        data["locality"] = loc
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(json_safe(data), indent=2))
+        print(f"locality merged into {args.out}")
+        return 0
     with torch.no_grad():
         baseline = generate(loaded.pipe, wl)
     qkv, grid, inner = capture_qkv(loaded, wl, args.layer)
@@ -265,6 +348,7 @@ def main(argv=None) -> int:
         "pairs": args.pairs,
         "attention_pairs_timed": args.attn_pairs,
         "attention_share": share,
+        "locality": loc,
         "rows": rows,
         "elapsed_s": time.perf_counter() - t_start,
         "how": "interleaved A B A B after warm-up, ratio of medians on the steadier clock "
