@@ -32,7 +32,9 @@ pip_install() {
 pip_install "$TORCH_SPEC"
 # vbench's own pins (numpy<2, transformers==4.33.2, timm<=1.0.12) resolve against the torch above;
 # the torch pin is repeated so pip refuses rather than swaps it.
-pip_install "$TORCH_SPEC" "$TORCHVISION_SPEC" "$VBENCH_SPEC" imageio imageio-ffmpeg
+# setuptools<81: VBench's CLIP loader imports pkg_resources, which setuptools 81 removed (without it
+# background_consistency and aesthetic_quality fail at import even with their weights present).
+pip_install "$TORCH_SPEC" "$TORCHVISION_SPEC" "$VBENCH_SPEC" imageio imageio-ffmpeg "setuptools<81"
 
 # Smoke check through the same shim the runner uses (-P: the script's folder stays off sys.path).
 "$DIR/bin/python" -P "$(dirname "$0")/../sol/quality/vbench_runner.py" --check

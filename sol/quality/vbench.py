@@ -62,11 +62,52 @@ STANDARD_PROMPTS_ONLY = (
 )
 # The weight-free dimension: it always runs when the environment exists.
 DEFAULT_DIMENSIONS = ("temporal_flickering",)
+# What the main job's gate asks for: every dimension that scores any video without its prompt (the
+# text-aware ones, temporal_style and overall_consistency, and human_action's prompt-derived labels
+# are left out). Those whose weights are absent come back "not available: weights missing", and the
+# report lists them as not measured.
+GATE_DIMENSIONS = (
+    "temporal_flickering",
+    "subject_consistency",
+    "background_consistency",
+    "motion_smoothness",
+    "dynamic_degree",
+    "aesthetic_quality",
+    "imaging_quality",
+)
 
 
-def vbench_cache_dir() -> Path:
-    """VBench's weight cache: ``$VBENCH_CACHE_DIR`` or ``~/.cache/vbench`` (as vbench/utils.py)."""
+def vbench_cache_dir(weights: str | Path | None = None) -> Path:
+    """Where VBench's weights are: ``weights`` (``--vbench-weights``) when given, else VBench's own
+    cache, ``$VBENCH_CACHE_DIR`` or ``~/.cache/vbench`` (as vbench/utils.py)."""
+    if weights is not None:
+        return Path(weights).expanduser().resolve()
     return Path(os.environ.get("VBENCH_CACHE_DIR") or Path.home() / ".cache" / "vbench")
+
+
+def check_weights_dir(weights: str | Path) -> Path:
+    """``weights`` as a folder laid out as VBench's cache, or a one-line ``SolError`` (before any run).
+
+    >>> check_weights_dir("/nonexistent")  # doctest: +SKIP
+    SolError: --vbench-weights /nonexistent: no such folder; ...
+    """
+    from sol.errors import SolError
+
+    path = Path(weights).expanduser()
+    if not path.is_dir():
+        raise SolError(
+            f"--vbench-weights {weights}: no such folder; give a folder laid out as VBench's cache"
+            " (clip_model/ViT-B-32.pt, dino_model/…; see docs/quality.md)"
+        )
+    return path.resolve()
+
+
+def measurable(
+    dimensions: list[str] | tuple[str, ...], weights: str | Path | None = None
+) -> dict[str, str | None]:
+    """For each dimension, None when it can run from local files, else why not (what the report lists)."""
+    cache = vbench_cache_dir(weights)
+    return {d: dimension_status(d, cache) for d in dimensions}
 
 
 def find_vbench_python(vbench_python: str | Path | None = None) -> Path | None:
@@ -106,6 +147,7 @@ def run_vbench(
     *,
     prompts: list[str] | None = None,
     timeout_s: float = 3600.0,
+    weights: str | Path | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Score ``videos`` on VBench ``dimensions`` in VBench's own interpreter.
 
@@ -113,6 +155,8 @@ def run_vbench(
     text-aware dimensions. Returns ``{dim: {"score": s, "videos": [s_0, s_1, ...]}}`` for computed
     dimensions (``score`` is VBench's own aggregate) and ``{dim: {"available": False, "reason": ...}}``
     for the rest. Never raises for a missing environment, missing weights or a VBench failure.
+    ``weights``: a folder laid out as VBench's cache (default: VBench's own, :func:`vbench_cache_dir`);
+    the model-based dimensions load their checkpoints from there and nothing is ever downloaded.
     """
     dimensions = list(dict.fromkeys(dimensions))
     python = find_vbench_python(vbench_python)
@@ -120,8 +164,9 @@ def run_vbench(
         return {d: {"available": False, "reason": NO_ENV_REASON} for d in dimensions}
     results: dict[str, dict[str, Any]] = {}
     runnable = []
+    cache = vbench_cache_dir(weights)
     for dim in dimensions:
-        reason = dimension_status(dim)
+        reason = dimension_status(dim, cache)
         if reason is None:
             runnable.append(dim)
         else:
@@ -136,7 +181,7 @@ def run_vbench(
     own_tmp = workdir is None
     work = Path(tempfile.mkdtemp(prefix="sol-vbench-")) if own_tmp else Path(workdir)
     try:
-        results.update(_run(python, videos, runnable, work, prompts, timeout_s))
+        results.update(_run(python, videos, runnable, work, prompts, timeout_s, cache))
     finally:
         if own_tmp:
             shutil.rmtree(work, ignore_errors=True)
@@ -150,6 +195,7 @@ def _run(
     work: Path,
     prompts: list[str] | None,
     timeout_s: float,
+    cache: Path | None = None,
 ) -> dict[str, dict[str, Any]]:
     video_dir = work / "videos"
     if video_dir.exists():
@@ -173,7 +219,9 @@ def _run(
         cmd += ["--prompts", str(prompt_file)]
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
     # Belt and braces: the weights were checked above; nothing in the runner may reach a hub.
-    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", VBENCH_CACHE_DIR=str(vbench_cache_dir()))
+    env.update(
+        HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", VBENCH_CACHE_DIR=str(cache or vbench_cache_dir())
+    )
     log = work / "vbench_runner.log"
     try:
         with open(log, "w") as log_file:
