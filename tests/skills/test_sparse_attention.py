@@ -348,9 +348,9 @@ def test_search_space_is_valid_and_cheap_first(tiny, grid_workload):
     assert skill_for(PisaConfig()).search_space(gpu)
 
 
-def test_layer_profile_picks_the_dense_fallback_layers(tiny, grid_workload):
-    """With a pipeline, the search measures each layer's error under the pattern (one partial
-    generation) and proposes the window with the most sensitive half of the layers dense."""
+def test_layer_profile_and_the_layer_knob(tiny, grid_workload):
+    """The per-layer attention error (evidence, one partial generation) is measured and recorded;
+    the search keeps the pattern on the last layers, where an error costs least end to end."""
     from sol.hardware import resolve
     from sol.skills import SearchContext
     from sol.skills.sparse_attention import _search
@@ -363,12 +363,39 @@ def test_layer_profile_picks_the_dense_fallback_layers(tiny, grid_workload):
     n = len(procs)
     assert errors is not None and len(errors) == n and all(e > 0 for e in errors)
     assert ctx.notes["sparse_attention"]["layer_errors"][cfg.label()] == [round(e, 4) for e in errors]
-    worst = _search.least_sensitive(errors, n // 2)
-    assert len(worst) == n - n // 2 and min(errors[i] for i in worst) >= max(
-        errors[i] for i in range(n) if i not in worst
-    )
     space = skill_for(cfg).search_space(ctx)
-    assert any(c.dense_layers for c in space)
+    assert any(c.layers.start == n // 2 and not c.dense_layers for c in space)
     # The profile left the pipeline as it was.
     assert {n: m.processor for n, m in tiny.adapter.self_attention_modules().items()} == procs
     assert _same(_run(tiny.pipe, grid_workload), base)
+
+
+def test_refine_keeps_the_pattern_on_the_last_layers_when_nothing_passes(tiny, grid_workload):
+    """Nothing met the floor: the most faithful window tried, on the last quarter of the layers
+    only, and that with a dense first step; with a bracket, a window between the two densities."""
+    from types import SimpleNamespace
+
+    from sol.hardware import resolve
+    from sol.skills import SearchContext
+    from sol.skills.sparse_attention._search import refine_windows
+
+    ctx = SearchContext(adapter=tiny.adapter, hardware=resolve("cpu"), workload=grid_workload)
+    n = len(tiny.adapter.self_attention_modules())
+
+    def result(cfg, density, psnr):
+        work = {"attention_pairs": density * 100.0, "attention_pairs_dense": 100.0}
+        return SimpleNamespace(ok=True, techniques=[cfg.model_dump(mode="json")], work=work, psnr=psnr)
+
+    sparse, gentle = StaConfig(tile=(1, 2, 2), window=(1, 1, 1)), StaConfig(tile=(1, 2, 2), window=(1, 2, 2))
+    out = refine_windows(ctx, [result(sparse, 0.25, 15.0), result(gentle, 0.5, 20.0)], StaConfig)
+    last = Span(start=n - max(1, n // 4))
+    assert out[0] == gentle.model_copy(update={"layers": last})
+    if grid_workload.num_inference_steps > 2:
+        assert out[1] == gentle.model_copy(update={"layers": last, "dense_steps": Span(stop=1)})
+    bracket = refine_windows(
+        ctx,
+        [result(sparse, 0.25, 15.0), result(gentle, 0.5, 31.0)],
+        StaConfig,
+        lambda cfg, target, tiling: cfg.model_copy(update={"window": (1, 1, 2)}),
+    )
+    assert bracket == [gentle.model_copy(update={"window": (1, 1, 2)})]

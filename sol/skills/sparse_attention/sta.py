@@ -63,17 +63,9 @@ class StaSkill(SparseAttentionSkill):
         if S.step_count(context) > 2:
             out.append(StaConfig(tile=tile, window=quarter, dense_steps=Span(stop=1)))
         if n_layers > 1:
-            # Dense fallback for the layers whose attention the window changes most (measured on one
-            # partial generation when the search has a pipeline; else the first half of the layers).
-            errors = S.layer_errors(context, out[0])
-            if errors is not None:
-                out.append(
-                    StaConfig(
-                        tile=tile, window=quarter, dense_layers=S.least_sensitive(errors, n_layers // 2)
-                    )
-                )
-            else:
-                out.append(StaConfig(tile=tile, window=quarter, layers=Span(start=n_layers // 2)))
+            # The pattern on the last half of the layers only: the first layers are where an error
+            # costs most (measured per layer; _search's module doc).
+            out.append(StaConfig(tile=tile, window=quarter, layers=Span(start=n_layers // 2)))
         return S.unique(out)
 
     def refine(self, context, results) -> list[TechniqueConfig]:
