@@ -3,10 +3,11 @@ and ``default``.
 
 For each workload: the baseline once, then each candidate applied once to a copy of the
 denoisers (weights shared), its outputs compared with the baseline's (PSNR of every video, the
-worst reported, as the gate judges), its counters read (``tokens_computed / tokens_dense``,
-``attention_pairs / attention_pairs_dense``), then baseline and candidate timed interleaved
-(A B A B ... after one warm-up pair) on two clocks: wall time and the thread CPU time of this
-one-thread process, which other processes on a shared machine barely disturb. Each speedup is a
+worst reported, as the gate judges; the same on the workload's held-out prompts), its counters
+read (``tokens_computed / tokens_dense``, ``attention_pairs / attention_pairs_dense``), then
+baseline and candidate timed interleaved (A B A B ... after one warm-up pair) on two clocks:
+wall time and the thread CPU time of this one-thread process, which other processes on a shared
+machine barely disturb. Each speedup is a
 ratio of medians; the spread of the per-pair ratios is printed beside it.
 
 Candidates: the token-pruning search space of each workload (what ``sol optimize`` screens),
@@ -71,8 +72,10 @@ def _timed(fn) -> tuple[float, float]:
     return time.perf_counter() - w0, time.thread_time() - c0
 
 
-def measure(loaded, workload, base_videos, config, pairs: int) -> dict:
-    """One candidate: fidelity, counters and interleaved timing (see the module docstring)."""
+def measure(loaded, workload, base_videos, config, pairs: int, held=None) -> dict:
+    """One candidate: fidelity, counters and interleaved timing (see the module docstring).
+
+    ``held``: (the held-out workload, its baseline videos), judged as the search prompts are."""
     row: dict = {"label": config.label(), "technique": config.model_dump(mode="json")}
     pipe, adapter = candidate_pipeline(loaded.pipe, loaded.adapter, share_weights=True)
     applied = apply_all(pipe, [config], adapter)
@@ -82,6 +85,10 @@ def measure(loaded, workload, base_videos, config, pairs: int) -> dict:
         per_video = [psnr(a, b) for a, b in zip(base_videos, videos, strict=True)]
         row["psnr_per_video"] = per_video
         row["psnr_min"] = min(per_video)
+        if held is not None:
+            held_videos = _gen(pipe, held[0])
+            row["psnr_per_video_held_out"] = [psnr(a, b) for a, b in zip(held[1], held_videos, strict=True)]
+            row["psnr_min_held_out"] = min(row["psnr_per_video_held_out"])
         row["tokens_share"] = (
             work["tokens_computed"] / work["tokens_dense"] if work.get("tokens_dense") else None
         )
@@ -113,21 +120,24 @@ def _fmt(x, spec=".2f"):
     return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
 
 
-def run_workload(loaded, name: str, pairs: int, search: bool, hw) -> dict:
+def run_workload(loaded, name: str, pairs: int, search: bool, hw, only_space: bool = False) -> dict:
     workload = load_workload(name)
     ctx = SearchContext(adapter=loaded.adapter, hardware=hw, workload=workload)
     space = []
     for cfg in (StepPruneConfig(), KVMergeConfig(), TokenMergeConfig()):
         space += skill_for(cfg).search_space(ctx)
-    configs = space + [c for c in quoted(workload) if c not in space]
+    configs = space + ([c for c in quoted(workload) if c not in space] if not only_space else [])
     base = _gen(loaded.pipe, workload)
+    val = workload.validation()
+    held = (val, _gen(loaded.pipe, val)) if val is not None else None
     out = {"workload": workload.model_dump(mode="json"), "rows": []}
     print(f"\n{name}: {len(workload.runs)} video(s), {workload.num_frames}x{workload.height}x{workload.width},"
           f" {workload.num_inference_steps} steps; {pairs} interleaved pairs per candidate", flush=True)  # fmt: skip
-    print(f"{'candidate':100s} {'cpu x':>6s} {'wall x':>6s} {'worst dB':>8s} {'tokens':>6s} {'pairs':>6s}")
+    print(f"{'candidate':100s} {'cpu x':>6s} {'wall x':>6s} {'worst dB':>8s} {'held dB':>8s} {'tokens':>6s}"
+          f" {'pairs':>6s}")  # fmt: skip
     for cfg in configs:
         try:
-            row = measure(loaded, workload, base, cfg, pairs)
+            row = measure(loaded, workload, base, cfg, pairs, held)
         except Exception as e:  # noqa: BLE001 — a failing candidate is a row, not a crash
             row = {"label": cfg.label(), "error": f"{type(e).__name__}: {e}"}
             print(f"{cfg.label():100s} failed: {row['error']}", flush=True)
@@ -136,7 +146,8 @@ def run_workload(loaded, name: str, pairs: int, search: bool, hw) -> dict:
         row["in_search_space"] = cfg in space
         out["rows"].append(row)
         print(f"{row['label']:100s} {_fmt(row['speedup_cpu']):>6s} {_fmt(row['speedup_wall']):>6s}"
-              f" {_fmt(row['psnr_min']):>8s} {_fmt(row['tokens_share']):>6s} {_fmt(row['pairs_share']):>6s}",
+              f" {_fmt(row['psnr_min']):>8s} {_fmt(row.get('psnr_min_held_out')):>8s}"
+              f" {_fmt(row['tokens_share']):>6s} {_fmt(row['pairs_share']):>6s}",
               flush=True)  # fmt: skip
     if search:
         from sol.bench.evaluate import Evaluator
@@ -160,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workloads", default="long,default")
     p.add_argument("--pairs", type=int, default=3)
     p.add_argument("--search", action="store_true", help="also run the family's search (search_skill)")
+    p.add_argument("--space-only", action="store_true", help="only the search space, not the quoted settings")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
     warnings.filterwarnings("ignore")
@@ -171,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
               "workloads": {}}  # fmt: skip
     t0 = time.perf_counter()
     for name in [w.strip() for w in args.workloads.split(",") if w.strip()]:
-        result["workloads"][name] = run_workload(loaded, name, args.pairs, args.search, hw)
+        result["workloads"][name] = run_workload(loaded, name, args.pairs, args.search, hw, args.space_only)
     result["wall_s"] = time.perf_counter() - t0
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
