@@ -113,7 +113,10 @@ def create_app(runs_dir: Path, *, access_token: str | None = None, bind_host: st
 
     def page(name: str, request: Request, status: int = 200, **ctx: Any) -> HTMLResponse:
         html = env.get_template(name).render(request=request, runs_dir=str(runs_dir), **ctx)
-        return HTMLResponse(html, status_code=status)
+        resp = HTMLResponse(html, status_code=status)
+        if request.state.new_session:  # only pages set it: a framed report must never replace it
+            resp.set_cookie(SESSION_COOKIE, request.state.session, httponly=True, samesite="strict")
+        return resp
 
     def error(request: Request, status: int, message: str) -> HTMLResponse:
         return page("error.html", request, status=status, status_code=status, message=message)
@@ -138,17 +141,15 @@ def create_app(runs_dir: Path, *, access_token: str | None = None, bind_host: st
                 return Response(
                     "this server needs its access token: open the address `sol serve` printed\n", 401
                 )
+        # The browser session a page's CSRF tokens are bound to (set by the pages, see page()).
         session = request.cookies.get(SESSION_COOKIE)
-        new_session = not session or len(session) != 32
-        if new_session:
-            session = secrets.token_hex(16)
-        request.state.session = session
+        request.state.new_session = not session or len(session) != 32
+        request.state.session = secrets.token_hex(16) if request.state.new_session else session
         resp = await call_next(request)
-        if new_session:
-            resp.set_cookie(SESSION_COOKIE, session, httponly=True, samesite="strict")
         resp.headers.setdefault("Content-Security-Policy", PAGE_CSP)
         resp.headers.setdefault("X-Content-Type-Options", "nosniff")
-        resp.headers.setdefault("Referrer-Policy", "no-referrer")
+        # same-origin, not no-referrer: with no-referrer, browsers send `Origin: null` on form posts.
+        resp.headers.setdefault("Referrer-Policy", "same-origin")
         resp.headers.setdefault("Cache-Control", "no-store")
         return resp
 

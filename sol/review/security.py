@@ -135,9 +135,10 @@ def host_allowed(host_header: str | None, bind_host: str, token_required: bool) 
 
 
 def same_origin(origin: str | None, host_header: str | None) -> bool:
-    """A POST's ``Origin`` (sent by browsers) must be this server; absent (curl, old browsers) passes
-    here and the CSRF token decides."""
-    if not origin or origin == "null":
-        return origin is None
-    rest = origin.split("://", 1)[-1]
-    return bool(host_header) and rest.lower() == host_header.lower()
+    """A POST's ``Origin`` (browsers send it) must be this server. Absent (curl, scripts) passes here and
+    the CSRF token decides; ``null`` (a sandboxed or privacy-stripped context) is refused."""
+    if origin is None:
+        return True
+    if origin == "null" or not host_header:
+        return False
+    return origin.split("://", 1)[-1].lower() == host_header.lower()
