@@ -42,7 +42,7 @@ test-all: setup vbench-env browser
 	$(BIN)/python -m pytest -q -m ''
 
 lint: setup
-	$(BIN)/ruff check sol tests benchmarks
+	$(BIN)/ruff check sol tests benchmarks examples
 
 clean:
 	rm -rf $(VENV) .venv-vbench runs
