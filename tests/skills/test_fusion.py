@@ -8,6 +8,7 @@ Graph-capture tests compile with dynamo's captured graphs run as they are (``COM
 
 from __future__ import annotations
 
+import copy
 import types
 
 import numpy as np
@@ -54,7 +55,9 @@ def _gen(pipe, workload, **kw):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 def test_block_forward_with_default_ops_is_bit_identical(tiny, dtype):
     adapter = tiny.adapter
-    block = adapter.blocks()[0]
+    # A copy: casting the session's block to bfloat16 and back would round its weights for every
+    # later test (plans made after it no longer matched a fresh process's fingerprint).
+    block = copy.deepcopy(adapter.blocks()[0])
     g = torch.Generator().manual_seed(0)
     dim = block.scale_shift_table.shape[-1]
     hs = torch.randn((1, 24, dim), generator=g).to(dtype)
@@ -64,11 +67,8 @@ def test_block_forward_with_default_ops_is_bit_identical(tiny, dtype):
     rope = (angle.cos().repeat_interleave(2, -1), angle.sin().repeat_interleave(2, -1))
     with torch.no_grad():
         block.to(dtype)
-        try:
-            want = block(hs, text, temb, rope)
-            got = adapter.block_forward(block, hs, text, temb, rope)
-        finally:
-            block.to(torch.float32)
+        want = block(hs, text, temb, rope)
+        got = adapter.block_forward(block, hs, text, temb, rope)
     assert torch.equal(want, got)
 
 
@@ -218,7 +218,7 @@ def test_two_fusion_methods_are_refused_together(tiny):
 
 def test_triton_method_is_offered_on_cuda_only():
     skill = skill_for(FusedKernels())
-    assert "CUDA" in skill.available(detect_cpu())
+    assert ("triton" if skill.missing_packages() else "CUDA") in skill.available(detect_cpu())
     if skill.missing_packages():
         assert "triton" in skill.available(H100)
     else:
@@ -231,6 +231,7 @@ def test_triton_method_is_offered_on_cuda_only():
 
 def test_fused_ops_on_the_cpu_match_eager(tiny, tiny_workload):
     """On the CPU the ops run their float32 references: the swap itself is checked here."""
+    pytest.importorskip("triton", reason="fusion.triton needs triton: pip install 'sol[gpu]' (the dev extra has it)")
     base = _gen(tiny.pipe, tiny_workload)
     applied = apply_all(tiny.pipe, [FusedKernels()], tiny.adapter)
     try:
@@ -261,6 +262,7 @@ def test_fused_ops_in_the_triton_interpreter_match_eager(tiny, monkeypatch):
 
 
 def test_fused_ops_compose_with_quantization(tiny, tiny_workload):
+    pytest.importorskip("triton", reason="fusion.triton needs triton: pip install 'sol[gpu]' (the dev extra has it)")
     ev = Evaluator(tiny, tiny_workload, repeats=1, warmup=0, timing=False)
     alone = ev.evaluate([QuantizeLinear(scheme="int8_dynamic")])
     both = ev.evaluate([QuantizeLinear(scheme="int8_dynamic"), FusedKernels()])
