@@ -169,7 +169,10 @@ def test_actor_killed_mid_search_is_reported_and_run_completes(tmp_path, workloa
         t.join()
     failed = out.values.get("failed", {})
     assert "quantization" in failed and "died twice" in failed["quantization"]
-    assert out.status.startswith("done: approved") and Path(out.plan).is_file()
-    assert "quantization" not in json.loads(Path(out.plan).read_text())["techniques"][0]["kind"]
+    # The run completes. Whether the survivors beat the baseline is a timing matter (on a loaded CI
+    # machine no interval may clear 1.0): either a plan without the dead skill, or no plan and why.
+    assert out.status.startswith(("done: approved", "finished: no candidate")), out.status
+    if out.plan:
+        assert "quantization" not in json.loads(Path(out.plan).read_text())["techniques"][0]["kind"]
     report = (out.run_dir / "report.html").read_text()
     assert "quantization" in report
