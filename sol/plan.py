@@ -13,11 +13,16 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator
 
-from sol.errors import SolError
+from sol.errors import MAX_JSON_BYTES, SolError, parse_json
 from sol.skills.base import TechniqueConfig, config_from_dict
 from sol.workload import Workload
 
-SCHEMA_VERSION = 1
+# Bump whenever a plan written by this sol could hold a field an older sol refuses (every model
+# here forbids unknown fields), so the older sol says "upgrade sol" in one line instead of "Extra
+# inputs are not permitted". 2: the workload's held-out split (validation_prompts, validation_seeds).
+SCHEMA_VERSION = 2
+# A plan holds a few techniques; each kind bounds its own data (quantization: its rule count).
+MAX_TECHNIQUES = 64
 
 
 class ExpertRef(BaseModel):
@@ -101,7 +106,9 @@ class Plan(BaseModel):
     def _resolve_kinds(cls, v):
         if not isinstance(v, list):
             raise ValueError("techniques must be a list")
-        return [c if isinstance(c, TechniqueConfig) else config_from_dict(c) for c in v]
+        if len(v) > MAX_TECHNIQUES:
+            raise ValueError(f"{len(v)} techniques, more than {MAX_TECHNIQUES}; re-export the plan")
+        return [c if isinstance(c, TechniqueConfig) else _technique(c, i) for i, c in enumerate(v)]
 
     @field_serializer("techniques")
     def _dump_techniques(self, v: list[TechniqueConfig]):
@@ -115,18 +122,18 @@ class Plan(BaseModel):
         return json.dumps(self.model_dump(mode="json"), indent=2, allow_nan=False)
 
     @classmethod
-    def from_json(cls, text: str, source: str = "plan") -> Plan:
-        try:
-            data = json.loads(text)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise SolError(
-                f"{source} is not valid JSON ({e.msg} at line {e.lineno}); re-export the plan"
-            ) from None
+    def from_json(cls, text: str | bytes, source: str = "plan") -> Plan:
+        """Parse a plan; size, nesting, every field and every technique are checked, and each problem
+        is one :class:`SolError` line (tests/reliability: generated plans load or say so, quickly)."""
+        data = parse_json(text, source, "re-export the plan")
         if not isinstance(data, dict):
             raise SolError(f"{source} must hold a JSON object (a Sol plan); re-export the plan")
         version = data.get("schema_version")
-        if not isinstance(version, int):
-            raise SolError(f"{source} has no integer schema_version; is it a Sol plan file?")
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            raise SolError(
+                f"{source} has no valid schema_version (a whole number from 1, got {json.dumps(version)});"
+                " is it a Sol plan file?"
+            )
         if version > SCHEMA_VERSION:
             raise SolError(
                 f"{source} has plan schema version {version}, newer than this sol supports ({SCHEMA_VERSION});"
@@ -137,7 +144,15 @@ class Plan(BaseModel):
         except ValidationError as e:
             first = e.errors()[0]
             where = ".".join(str(x) for x in first["loc"]) or "plan"
-            raise SolError(f"{source}: {where}: {first['msg'].removeprefix('Value error, ')}") from None
+            msg = first["msg"].removeprefix("Value error, ")
+            if first["type"] == "extra_forbidden":
+                msg = (
+                    f"unknown field (this sol reads plan schema {SCHEMA_VERSION}); remove it, or upgrade sol"
+                    " if a newer one wrote the plan"
+                )
+            raise SolError(f"{source}: {where}: {msg}") from None
+        except SolError as e:  # a technique entry, refused by its kind's own check
+            raise SolError(f"{source}: {str(e).replace('Value error, ', '')}") from None
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
@@ -154,13 +169,43 @@ def load_plan(path: str | Path) -> Plan:
     >>> plan = load_plan("runs/x/plan.json")  # doctest: +SKIP
     """
     path = Path(path)
+    if path.is_dir():
+        raise SolError(f"plan {path} is a folder; pass the plan.json file (e.g. {path / 'plan.json'})")
     if not path.is_file():
         raise SolError(f"plan file {path} does not exist; pass the plan.json that `sol optimize` exported")
     try:
-        text = path.read_text()
-    except UnicodeDecodeError:
-        raise SolError(f"plan file {path} is not text (a pickled file?); Sol plans are JSON") from None
-    return Plan.from_json(text, source=str(path))
+        if path.stat().st_size > MAX_JSON_BYTES:  # refused before it is read
+            raise SolError(
+                f"plan file {path} is {path.stat().st_size / 2**20:.1f} MiB, more than the"
+                f" {MAX_JSON_BYTES / 2**20:.0f} MiB a plan may hold; re-export the plan"
+            )
+        raw = path.read_bytes()
+    except OSError as e:
+        raise SolError(
+            f"cannot read plan file {path} ({e.strerror}); check the path and its permissions"
+        ) from None
+    if raw[:2] in (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05") or raw[:4] == b"PK\x03\x04":
+        raise SolError(
+            f"plan file {path} is a pickled or zipped file; Sol plans are JSON and are never unpickled"
+        )
+    return Plan.from_json(raw, source=str(path))
+
+
+def _technique(entry: Any, index: int) -> TechniqueConfig:
+    """One technique entry: its kind and version checked here, the rest by its registered config."""
+    where = f"techniques.{index}"
+    if not isinstance(entry, dict) or not isinstance(entry.get("kind"), str):
+        raise SolError(f"{where}: a technique must be an object with a string 'kind'; fix the plan file")
+    version = entry.get("version", 1)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise SolError(
+            f"{where} ({entry['kind']}): version must be a whole number from 1, got {json.dumps(version)};"
+            " fix the plan file"
+        )
+    try:
+        return config_from_dict(entry)
+    except SolError as e:
+        raise SolError(f"{where}: {str(e).replace('Value error, ', '')}") from None
 
 
 def library_versions() -> dict[str, str]:

@@ -4,6 +4,10 @@ Like torchao's ``FqnToConfig``, a rule names modules by exact qualified name or 
 ``re:`` regular expression; unlike it, Sol's rules are ordered and the first match wins,
 so a plan reads top to bottom ("keep these in full precision, quantize the rest").
 
+Rules come from plan files, so matching them is bounded: at most ``MAX_RULES`` rules, of which at
+most ``MAX_PATTERN_RULES`` are patterns, and patterns match in linear time (``pattern.py`` says
+why Sol parses them itself instead of calling ``re``, which backtracks).
+
 >>> cfg = QuantizeLinear(scheme="int8_dynamic", exclude=["blocks.0.ffn.net.2"])
 >>> [(r.match, r.scheme) for r in cfg.rules]
 [('blocks.0.ffn.net.2', 'none'), ('re:.*', 'int8_dynamic')]
@@ -16,12 +20,14 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterable
+from functools import lru_cache
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from sol.errors import SolError
 from sol.skills.base import TechniqueConfig
+from sol.skills.quantization.pattern import Pattern, PatternError
 
 # Every scheme a rule may name ("none" keeps the layer in its original precision). What each
 # one does and where it runs lives in schemes.py; the names are part of the plan format.
@@ -36,6 +42,16 @@ SchemeName = Literal[
 ]
 REGEX_PREFIX = "re:"
 KIND = "quantization.linear"
+# A model has at most a few thousand linear layers (one exact rule each in a per-layer mix); Sol's
+# search writes a pattern per block group at most. Bounds keep a hostile plan from hanging a
+# server: names x patterns x name length steps at worst (~1 s for 2,000 layers).
+MAX_RULES = 10_000
+MAX_PATTERN_RULES = 256
+
+
+@lru_cache(maxsize=1024)
+def _pattern(text: str) -> Pattern:
+    return Pattern(text)
 
 
 class QuantRule(BaseModel):
@@ -51,9 +67,9 @@ class QuantRule(BaseModel):
     def _compiles(cls, v: str) -> str:
         if v.startswith(REGEX_PREFIX):
             try:
-                re.compile(v[len(REGEX_PREFIX) :])
-            except re.error as e:
-                raise ValueError(f"{v!r} is not a valid regular expression ({e})") from None
+                _pattern(v[len(REGEX_PREFIX) :])
+            except PatternError as e:
+                raise ValueError(f"pattern {v!r}: {e}") from None
         return v
 
     @property
@@ -61,8 +77,9 @@ class QuantRule(BaseModel):
         return self.match.startswith(REGEX_PREFIX)
 
     def matches(self, name: str) -> bool:
+        """Whether ``name`` is this rule's module (a pattern matches the whole name, as ``re.fullmatch``)."""
         if self.is_regex:
-            return re.fullmatch(self.match[len(REGEX_PREFIX) :], name) is not None
+            return _pattern(self.match[len(REGEX_PREFIX) :]).fullmatch(name)
         return name == self.match
 
 
@@ -106,15 +123,47 @@ class QuantizeLinear(TechniqueConfig):
         ]
         return data
 
+    @field_validator("rules", mode="before")
+    @classmethod
+    def _bounded(cls, v: Any) -> Any:
+        """Count before validating each rule: a plan of 900,000 rules is refused, not compiled."""
+        if isinstance(v, list | tuple):
+            if len(v) > MAX_RULES:
+                raise ValueError(
+                    f"{len(v)} rules, more than {MAX_RULES}; name layers by pattern instead of one by one"
+                )
+            patterns = sum(
+                1
+                for r in v
+                if (
+                    r.is_regex
+                    if isinstance(r, QuantRule)
+                    else isinstance(r, dict) and str(r.get("match", "")).startswith(REGEX_PREFIX)
+                )
+            )
+            if patterns > MAX_PATTERN_RULES:
+                raise ValueError(
+                    f"{patterns} 're:' rules, more than {MAX_PATTERN_RULES}; merge them into fewer patterns"
+                    " or name the layers exactly"
+                )
+        return v
+
     # --- reading the rules -------------------------------------------------------------------
 
     def assignment(self, names: Iterable[str]) -> dict[str, str]:
         """Module name -> scheme for every name that ends up quantized (first matching rule wins)."""
+        # Exact rules by name (the first of each wins); patterns only where they come before it.
+        exact: dict[str, int] = {}
+        for i, r in enumerate(self.rules):
+            if not r.is_regex:
+                exact.setdefault(r.match, i)
+        patterns = [(i, r) for i, r in enumerate(self.rules) if r.is_regex]
         out = {}
         for name in names:
-            rule = next((r for r in self.rules if r.matches(name)), None)
-            if rule is not None and rule.scheme != "none":
-                out[name] = rule.scheme
+            first = exact.get(name, len(self.rules))
+            hit = next((i for i, r in patterns if i < first and r.matches(name)), first)
+            if hit < len(self.rules) and self.rules[hit].scheme != "none":
+                out[name] = self.rules[hit].scheme
         return out
 
     def resolve(self, names: Iterable[str]) -> dict[str, str]:
