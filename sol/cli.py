@@ -184,18 +184,25 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see `{self.prog} --help`)")
 
 
+def _text(value: str) -> str:
+    """An option's text value: not empty (``--gpu ""`` silently meant auto)."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return value
+
+
 def _model(p: argparse.ArgumentParser, default: str | None = "sol-tiny-wan", help: str | None = None) -> None:
-    p.add_argument("--model", "-m", default=default, metavar="M",
+    p.add_argument("--model", "-m", default=default, metavar="M", type=_text,
                    help=help or "built-in name, preset, local folder, or cached hub id")  # fmt: skip
 
 
 def _gpu(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--gpu", default="auto", metavar="G",
+    p.add_argument("--gpu", default="auto", metavar="G", type=_text,
                    help="cpu, auto, or the GPU to tune for (h100, h200, a100, l40s…)")  # fmt: skip
 
 
 def _workload(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--workload", "-w", default="default", metavar="W",
+    p.add_argument("--workload", "-w", default="default", metavar="W", type=_text,
                    help="smoke, default, long, or a JSON file")  # fmt: skip
 
 
@@ -367,13 +374,21 @@ def _load(model: str, gpu: str, layers: int | None = None, allow_pickle: bool = 
 
 
 def models_cmd(args: argparse.Namespace) -> None:
-    """List built-in models and architecture presets."""
+    """List built-in models and architecture presets, and whether each fits this machine's memory."""
     from sol.models import list_models
+    from sol.models.loading import GB, machine_memory
 
-    rows = [
-        [r["name"], r["kind"], r["description"], "yes" if r["available"] else "no"] for r in list_models()
-    ]
-    ui.table(["name", "kind", "description", "available"], rows)
+    here = machine_memory()
+    rows = []
+    for r in list_models():
+        fits: Cell = "-"
+        if r.get("fits") is not None:
+            need = f"{r['memory_gb']:.1f} GB" if r["memory_gb"] >= 0.1 else "<0.1 GB"
+            fits = (f"yes ({need})", "green") if r["fits"] else (f"no: needs {need}", "red")
+        rows.append([r["name"], r["kind"], r["description"], "yes" if r["available"] else "no", fits])
+    ui.table(["name", "kind", "description", "available", "fits here"], rows)
+    ui.print(f"fits here: weights in float32 at the preset's depth against this machine's"
+             f" {here.bytes / GB:.1f} GB of {here.what} (--layers N makes a preset smaller)")  # fmt: skip
 
 
 def skills_cmd(args: argparse.Namespace) -> None:
@@ -406,6 +421,7 @@ def profile_cmd(args: argparse.Namespace) -> None:
     from sol.workload import load_workload
 
     wl = load_workload(args.workload)
+    _check_fits(args.model, args.gpu, wl, args.layers)
     loaded, hw = _load(args.model, args.gpu, args.layers, args.allow_pickle)
     with ui.progress(f"profiling {args.model} on {wl.name}", total=len(wl.runs)) as tick:
         prof = profile_pipeline(loaded.pipe, wl, progress=tick)
@@ -428,6 +444,7 @@ def generate_cmd(args: argparse.Namespace) -> None:
     _check_mp4(args.out)
     wl = load_workload(
         args.workload,
+        flags=GENERATE_FLAGS,
         prompts=[args.prompt],
         seeds=[args.seed],
         num_frames=args.frames,
@@ -436,8 +453,26 @@ def generate_cmd(args: argparse.Namespace) -> None:
         num_inference_steps=args.steps,
         guidance_scale=args.guidance,
     )
+    plan = None
+    if args.plan is not None:  # every input is checked before minutes of model loading
+        from sol.plan import load_plan
+
+        plan = load_plan(args.plan)
+    _check_fits(args.model, args.gpu, wl, args.layers)
     loaded, _ = _load(args.model, args.gpu, args.layers, args.allow_pickle)
-    _generate_video(loaded, wl, args.out, args.plan, args.force)
+    _generate_video(loaded, wl, args.out, plan, args.force)
+
+
+# Which option set a workload field (an error in it is blamed on the option, not the workload file).
+GENERATE_FLAGS = {"prompts": "--prompt", "seeds": "--seed", "num_frames": "--frames", "height": "--height",
+                  "width": "--width", "num_inference_steps": "--steps", "guidance_scale": "--guidance"}  # fmt: skip
+
+
+def _check_fits(model: str, gpu: str, wl, layers: int | None = None) -> None:
+    from sol.hardware import resolve
+    from sol.models.loading import check_fits
+
+    check_fits(model, layers=layers, workload=wl, hardware=resolve(gpu))
 
 
 def apply_cmd(args: argparse.Namespace) -> None:
@@ -450,7 +485,10 @@ def apply_cmd(args: argparse.Namespace) -> None:
         raise SolError(
             f"{args.plan} records no workload; use `sol generate --plan {args.plan}` with explicit sizes"
         )
+    if not args.prompt.strip():
+        raise SolError("--prompt is empty; say what the video shows")
     wl = p.workload.model_copy(update={"prompts": [args.prompt], "seeds": [0]})
+    _check_fits(args.model or p.model.name, args.gpu, wl)
     loaded, _ = _load(args.model or p.model.name, args.gpu)
     _generate_video(loaded, wl, args.out, p, args.force)
 
@@ -474,7 +512,17 @@ def _generate_video(loaded, wl, out: Path, plan, force: bool) -> None:
     if plan is not None:
         from sol.runtime import apply_plan
 
-        handle = apply_plan(loaded.pipe, plan, force=force)
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                handle = apply_plan(loaded.pipe, plan, force=force)
+        except SolError as e:  # the runtime's API says force=True; this command's option is --force
+            raise SolError(str(e).replace("pass force=True", "pass --force")) from None
+        for w in caught:  # one line each, without Python's source line
+            if issubclass(w.category, UserWarning):
+                ui.note(
+                    ui.lit(str(w.message).replace("(force=True)", "(--force)")), mark=("warning:", "yellow")
+                )
         ui.print(f"applied plan ({len(handle.plan.techniques)} techniques)")
     with ui.progress("denoising", total=wl.num_inference_steps) as tick:
         t0 = time.perf_counter()
@@ -530,16 +578,19 @@ def _printer():
               "report": "report written", "approval": "decision recorded", "export": "exported"}  # fmt: skip
 
     def on_update(node: str, value) -> None:
-        if node == "__interrupt__":
+        if node.startswith("__"):  # LangGraph's own entries (__interrupt__, __metadata__)
             return
         extra = ""
         if isinstance(value, dict):
             if value.get("fronts"):
                 extra = f": {', '.join(value['fronts'])}"
-            if value.get("failed"):
-                extra = f": FAILED {', '.join(f'{k} ({v})' for k, v in value['failed'].items())}"
+            failed = {k: v for k, v in (value.get("failed") or {}).items() if v}
+            if failed:
+                extra = f": FAILED {', '.join(f'{k} ({v})' for k, v in failed.items())}"
         text = labels.get(node, node) + extra
         ui.note(ui.lit(text), mark=("✓", "green"))
+        for note in (value.get("notes") or []) if isinstance(value, dict) else []:
+            ui.note(ui.lit(note), mark=("!", "yellow"))
 
     return on_update
 
@@ -666,6 +717,8 @@ def _show_outcome(out, ask: bool = False, runs_dir: Path = Path("runs")) -> None
         if choice != "later":
             out = driver.approve(out.run_dir.name, choice, runs_dir=runs_dir, on_update=_printer())
     if out.interrupt is not None:
+        if out.interrupt.get("message"):  # e.g. a rejected round found nothing: earlier candidates
+            ui.note(ui.lit(out.interrupt["message"]), mark=("!", "yellow"))
         _candidates_table(out.interrupt["candidates"])
         name = out.run_dir.name
         ui.print(f"report: {ui.em(out.interrupt.get('report'))}")
@@ -692,7 +745,8 @@ def _candidates_table(cands) -> None:
 def optimize_cmd(args: argparse.Namespace) -> None:
     """Find the fastest near-lossless stack of techniques for a model on this hardware."""
     driver = _driver("optimize")
-    skills = [s.strip() for s in args.skills.split(",") if s.strip()] if args.skills else None
+    # `--skills ","` or `--skills ""` names nothing: refused by the driver, never read as "all".
+    skills = [s.strip() for s in args.skills.split(",") if s.strip()] if args.skills is not None else None
     with Watch() as watch:
         out = driver.start(
             model=args.model, gpu=args.gpu, workload=args.workload, budget=args.budget, effort=args.effort,
@@ -708,7 +762,12 @@ def resume_cmd(args: argparse.Namespace) -> None:
     """Continue a killed or interrupted run from its last checkpoint."""
     driver = _driver("resume")
     with Watch(_run_dir(args.run, args.runs_dir)):
-        out = driver.resume(args.run, args.runs_dir, on_update=_printer())
+        out = driver.resume(
+            args.run,
+            args.runs_dir,
+            on_update=_printer(),
+            on_note=lambda t: ui.note(ui.lit(t), mark=("!", "yellow")),
+        )
     _show_outcome(out, runs_dir=args.runs_dir)
 
 
@@ -770,6 +829,7 @@ def serve_cmd(args: argparse.Namespace) -> None:
         sock = socket.socket(family, kind, proto)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(addr)
+        sock.listen(128)  # listening before the address is printed: a script may connect at once
     except OSError as e:
         raise SolError(f"cannot listen on {args.host}:{args.port}: {e.strerror or e}") from None
     host, port = sock.getsockname()[:2]
@@ -785,10 +845,41 @@ def serve_cmd(args: argparse.Namespace) -> None:
 # ---------------------------------------------------------------- entry point
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning is one ``warning: …`` line (Python's format adds the file and the source line)."""
+    ui.note(
+        ui.lit(str(message).splitlines()[0] if str(message) else category.__name__),
+        mark=("warning:", "yellow"),
+    )
+
+
+def _exit_cleanly_on_sigterm() -> None:
+    """SIGTERM (``kill``, a scheduler's stop) unwinds like Ctrl-C: the executor shuts Ray down and
+    removes its session folder on the way out. A SIGKILL cannot be caught; the reaper
+    (``sol.cluster.reaper``) stops what Sol started then."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        signal.signal(signal.SIGTERM, stop)
+    except (ValueError, OSError):  # not the main thread of the main interpreter
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point: parse, run one command, turn user errors into one line and exit code 2."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub
+    # torch's profiler (Kineto) prints "USDT: … profiler_start/stop" at its highest level, 5.
+    os.environ.setdefault("KINETO_LOG_LEVEL", "6")
     warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.showwarning = _one_line_warning
+    _exit_cleanly_on_sigterm()
     parser = build_parser()
     command = None
     try:

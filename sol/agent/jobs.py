@@ -33,6 +33,19 @@ EFFORT: dict[str, dict] = {
 }  # fmt: skip
 
 
+def read_result(path: Path) -> dict | None:
+    """A job's result file, or None when it is missing or unreadable (then the job runs again).
+
+    Results are written atomically, so a kill leaves a whole file or none; a file damaged or emptied
+    afterwards must still mean "not done", never a crash on every resume.
+    """
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def write_json(path: Path, data: Any) -> Path:
     """Atomic JSON write (a kill mid-write leaves the old file or none, never half of one)."""
     from sol.quality.metrics import json_safe
@@ -139,8 +152,8 @@ def profile(spec: dict, lease=None) -> dict:
 
     run_dir = Path(spec["run_dir"])
     path = run_dir / "profile.json"
-    if path.is_file():
-        return json.loads(path.read_text())
+    if (done := read_result(path)) is not None:
+        return done
     cost = _Cost()
     loaded, wl, hw = _setup(spec)
     import torch
@@ -198,7 +211,7 @@ def skill_search(spec: dict, family: str, lease=None) -> dict:
 
     run_dir = Path(spec["run_dir"])
     path = run_dir / "skills" / f"{family}.json"
-    if path.is_file():
+    if read_result(path) is not None:
         return {"family": family, "path": str(path), "cached": True}
     cost = _Cost()
     loaded, wl, hw = _setup(spec)
@@ -222,7 +235,7 @@ def integrate(spec: dict, fronts: dict[str, str], settings: dict, lease=None) ->
     run_dir = Path(spec["run_dir"])
     rnd = int(settings.get("round", 1))
     path = run_dir / f"integration-{rnd}.json"
-    if path.is_file():
+    if read_result(path) is not None:
         return {"path": str(path), "cached": True}
     cost = _Cost()
     loaded, wl, _hw = _setup(spec)

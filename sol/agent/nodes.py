@@ -35,6 +35,9 @@ def _budget(settings: dict):
 class Nodes:
     def __init__(self, executor: Callable[[], Executor]):
         self._executor_factory = executor
+        # Skills that failed while this process drove the graph; one that failed before a resume
+        # is run again by the integrator (the failure may have come from the kill or the load).
+        self._failed_here: set[str] = set()
 
     @property
     def executor(self) -> Executor:
@@ -59,8 +62,39 @@ class Nodes:
         try:
             out = self.executor.run(jobs.skill_search, payload["spec"], family, name=f"skill-{family}")
         except JobFailed as e:
+            self._failed_here.add(family)
             return {"failed": {family: str(e)}}
         return {"fronts": {family: out["path"]}}
+
+    def _recover_skills(self, state: RunState) -> dict:
+        """Run again, before the first composition, every skill with no readable result that did not
+        fail in this process: a result file deleted or damaged, or a failure recorded before a kill.
+        Returns the state update (fronts found, failures cleared or renewed, a note for each)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        spec, fronts = state["spec"], state.get("fronts") or {}
+        if state.get("integration"):
+            return {}
+        todo = [f for f in spec["skills"] if f not in self._failed_here
+                and (f not in fronts or jobs.read_result(Path(fronts[f])) is None)]  # fmt: skip
+        if not todo:
+            return {}
+        with ThreadPoolExecutor(max_workers=len(todo)) as pool:
+            done = dict(
+                zip(
+                    todo, pool.map(lambda f: self.skill_agent({"spec": spec, "family": f}), todo), strict=True
+                )
+            )
+        update: dict = {"fronts": {}, "failed": {}, "notes": []}
+        for family, out in done.items():
+            if family in out.get("fronts", {}):
+                update["fronts"][family] = out["fronts"][family]
+                update["failed"][family] = None  # merge() drops it: the skill has a result now
+                update["notes"].append(f"re-ran the {family} search (its result was missing or had failed)")
+            else:
+                update["failed"][family] = out["failed"][family]
+                update["notes"].append(f"the {family} search failed again: {out['failed'][family]}")
+        return update
 
     # --- integrator -----------------------------------------------------------------------
     def integrator(self, state: RunState) -> dict:
@@ -68,14 +102,26 @@ class Nodes:
         settings = state.get("settings") or {"round": 1, "budget": spec["budget"]}
         if "min_psnr" not in settings:
             settings = {**settings, "min_psnr": _budget(settings).min_psnr}
-        fronts = state.get("fronts", {})
+        recovered = self._recover_skills(state)
+        fronts = {**state.get("fronts", {}), **recovered.get("fronts", {})}
         try:
             out = self.executor.run(
                 jobs.integrate, spec, fronts, settings, name=f"integrator-{settings['round']}"
             )
         except JobFailed as e:
-            return {"settings": settings, "status": f"integrator failed: {e}", "integration": ""}
-        return {"settings": settings, "integration": out["path"], "status": "gating"}
+            # Kept in `failed` (not only the status, which later nodes overwrite): the summary and the
+            # report say the integrator failed and why, instead of "no candidates".
+            failed = {**recovered.get("failed", {}), "integrator": str(e)}
+            return {**recovered, "failed": failed, "settings": settings, "status": f"integrator failed: {e}",
+                    "integration": ""}  # fmt: skip
+        failed = {**recovered.get("failed", {}), "integrator": None}  # a failure of an earlier round is over
+        return {
+            **recovered,
+            "failed": failed,
+            "settings": settings,
+            "integration": out["path"],
+            "status": "gating",
+        }
 
     # --- gate -----------------------------------------------------------------------------
     def gate(self, state: RunState) -> dict:
@@ -138,13 +184,7 @@ class Nodes:
             candidates.sort(key=lambda c: (not c["passed"], c["id"] != prefer))
         path = write_json(run_dir / f"candidates-{rnd}.json", {"candidates": candidates, "vbench_baseline": vb_base,
                                                                 "budget": budget.model_dump(mode="json")})  # fmt: skip
-        summary = [
-            {"id": c["id"], "label": c["label"], "speedup": c["speedup"], "interval": c["timing"].get("interval"),
-             "psnr": c["fidelity"].get("psnr"), "psnr_min": c["fidelity"].get("psnr_min"),
-             "validation_psnr": (c.get("validation") or {}).get("psnr_min"), "passed": c["passed"],
-             "beats_baseline": c["beats_baseline"], "why": c["why"]}
-            for c in candidates
-        ]  # fmt: skip
+        summary = [_summary_row(c) for c in candidates]
         return {"candidates": str(path), "summary": summary, "status": "reporting"}
 
     # --- report ---------------------------------------------------------------------------
@@ -157,23 +197,36 @@ class Nodes:
     def approval(self, state: RunState) -> Command:
         spec = state["spec"]
         passing = [c for c in state.get("summary", []) if c["passed"]]
+        back: dict = {}  # the round whose candidates are offered, when it is not the latest
+        if not passing and spec.get("approve") != "auto":
+            # A rejection whose round found nothing that qualifies must not lose what qualified
+            # before ("min_psnr=nan" once made a passing 2.58x candidate unapprovable): offer the
+            # latest earlier round that had one, saying why.
+            back = _earlier_round(state)
+            passing = [c for c in back.get("summary", []) if c["passed"]]
         if not passing:
             return Command(
                 goto="export", update={"decision": {"action": "none", "why": no_plan_reason(state)}}
             )
+        offered = back.get("summary") or state["summary"]
         if spec.get("approve") == "auto":
             decision = {"action": "approve", "candidate": passing[0]["id"], "by": "auto (--approve auto)"}
         else:
-            decision = interrupt({
-                "run": Path(spec["run_dir"]).name,
-                "candidates": state["summary"],
-                "report": state.get("report", {}).get("html"),
-            })  # fmt: skip
+            ask = {"run": Path(spec["run_dir"]).name, "candidates": offered,
+                   "report": state.get("report", {}).get("html")}  # fmt: skip
+            if back:
+                ask["message"] = back["message"]
+            decision = interrupt(ask)
+        if back:  # decisions refer to the offered round's candidates
+            state = {**state, "summary": back["summary"], "candidates": back["candidates"]}
         if decision.get("action") == "reject":
             return Command(goto="integrator", update=self._after_reject(state, decision))
         if decision.get("candidate") is None:
             decision = {**decision, "candidate": passing[0]["id"]}
-        return Command(goto="export", update={"decision": decision, "status": "exporting"})
+        update = {"decision": decision, "status": "exporting"}
+        if back:
+            update.update(summary=back["summary"], candidates=back["candidates"])
+        return Command(goto="export", update=update)
 
     def _after_reject(self, state: RunState, decision: dict) -> dict:
         """Stricter settings from structured feedback; a bare rejection asks for more fidelity."""
@@ -215,6 +268,31 @@ class Nodes:
         status = "done: " + approved_line(state)
         state = {**state, "plan": str(plan_path), "status": status}
         return {"plan": str(plan_path), "report": write_report(state), "status": status}
+
+
+def _summary_row(c: dict) -> dict:
+    """A candidate as the approval prompt shows it (from a ``candidates-N.json`` entry)."""
+    return {"id": c["id"], "label": c["label"], "speedup": c["speedup"], "interval": (c.get("timing") or {}).get("interval"),
+            "psnr": c["fidelity"].get("psnr"), "psnr_min": c["fidelity"].get("psnr_min"),
+            "validation_psnr": (c.get("validation") or {}).get("psnr_min"), "passed": c["passed"],
+            "beats_baseline": c.get("beats_baseline"), "why": c.get("why", "")}  # fmt: skip
+
+
+def _earlier_round(state: RunState) -> dict:
+    """The latest round before this one with a candidate that qualifies: its summary, its
+    candidates file and a message for the approval prompt ({} when there is none)."""
+    rnd = int((state.get("settings") or {}).get("round", 1))
+    run_dir = Path(state["spec"]["run_dir"])
+    for r in range(rnd - 1, 0, -1):
+        path = run_dir / f"candidates-{r}.json"
+        data = jobs.read_result(path) or {}
+        summary = [_summary_row(c) for c in data.get("candidates", [])]
+        if any(c["passed"] for c in summary):
+            why = no_plan_reason(state)
+            return {"summary": summary, "candidates": str(path),
+                    "message": f"round {rnd} (after your feedback) found no candidate that qualifies: {why};"
+                               f" the candidates of round {r} are offered again"}  # fmt: skip
+    return {}
 
 
 def _validation(val: dict | None, val_baseline: list, budget, res: dict) -> dict:
@@ -277,6 +355,12 @@ def _verdict_line(verdict: dict) -> str:
 def no_plan_reason(state: RunState) -> str:
     """Why a run ends without a plan: nothing beat the baseline, or nothing passed quality."""
     summary = state.get("summary") or []
+    failed = {k: v for k, v in (state.get("failed") or {}).items() if v}
+    if failed.get("integrator"):
+        return f"the integrator failed ({failed['integrator']})"
+    skills = (state.get("spec") or {}).get("skills") or []
+    if not summary and skills and all(s in failed for s in skills):
+        return "every skill search failed (" + "; ".join(f"{s}: {failed[s]}" for s in skills) + ")"
     if not summary:
         return "no candidate was measured within the quality budget"
     if not any(c.get("beats_baseline") for c in summary):

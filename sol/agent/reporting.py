@@ -35,18 +35,26 @@ def run_summary(state: RunState) -> dict:
     profile = _load(state.get("profile"))
     fronts, search = {}, {}
     for fam, path in (state.get("fronts") or {}).items():
-        data = _load(path)
-        front_keys = {(r["label"], r["workload"]) for r in data.get("front", [])}
-        rows = []
-        for r in data.get("full", []) + data.get("screened", []):
-            rows.append({
-                "label": r["label"], "techniques": r["techniques"], "speedup": r["speedup"],
-                "psnr": r["fidelity"].get("psnr"), "ssim": r["fidelity"].get("ssim"),
-                "on_front": (r["label"], r["workload"]) in front_keys,
-                "failed": not r["ok"], "reason": r["reason"], "calls": r["calls"], "workload": r["workload"],
-            })  # fmt: skip
-        fronts[fam] = rows
-        search[fam] = _search_evidence(data)
+        try:
+            data = _load(path)
+            front_keys = {(r["label"], r["workload"]) for r in data.get("front", [])}
+            rows = []
+            for r in data.get("full", []) + data.get("screened", []):
+                rows.append({
+                    "label": r["label"], "techniques": r["techniques"], "speedup": r["speedup"],
+                    "psnr": r["fidelity"].get("psnr"), "ssim": r["fidelity"].get("ssim"),
+                    "on_front": (r["label"], r["workload"]) in front_keys,
+                    "failed": not r["ok"], "reason": r["reason"], "calls": r["calls"], "workload": r["workload"],
+                })  # fmt: skip
+            fronts[fam] = rows
+            search[fam] = _search_evidence(data)
+        except (
+            ValueError,
+            KeyError,
+            TypeError,
+            AttributeError,
+        ):  # a damaged result: the report still renders
+            fronts[fam], search[fam] = [], {}
     cands = _load(state.get("candidates")).get("candidates", [])
     integ = _load(state.get("integration"))
     decision = state.get("decision") or {}
@@ -71,7 +79,16 @@ def run_summary(state: RunState) -> dict:
         "validation": {**(integ.get("validation") or {}), "prompts": integ.get("validation_prompts", [])},
         "plan": _load(state.get("plan")) or None,
         "status": state.get("status", ""),
+        # Why the candidate table is empty (an integrator or skill failure, nothing measured), so a
+        # failure never reads as a bare "no candidates".
+        "no_candidates": "" if cands else _why_none(state),
     }
+
+
+def _why_none(state: RunState) -> str:
+    from sol.agent.nodes import no_plan_reason
+
+    return no_plan_reason(state)
 
 
 def _search_evidence(front: dict) -> dict:

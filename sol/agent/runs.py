@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import sqlite3
 from contextlib import contextmanager
@@ -28,6 +27,8 @@ def new_run_dir(model: str, runs_dir: Path = DEFAULT_RUNS_DIR) -> Path:
 
 def find_run(run: str, runs_dir: Path = DEFAULT_RUNS_DIR) -> Path:
     """A run by id (folder name under ``runs_dir``) or path."""
+    if not run.strip():
+        raise SolError("the run id is empty; pass a run id from `sol runs`")
     for cand in (Path(run), runs_dir / run):
         if (cand / "run.json").is_file():
             return cand
@@ -85,8 +86,62 @@ def decision_lock(run_dir: Path, who: str = ""):
         f.close()
 
 
+# What every reader of run.json relies on.
+SPEC_KEYS = ("run_id", "run_dir", "model", "workload", "skills", "executor")
+
+
 def read_spec(run_dir: Path) -> dict:
-    return json.loads((run_dir / "run.json").read_text())
+    """The run's ``run.json``; a missing, broken or foreign one is one :class:`SolError` line."""
+    from sol.errors import parse_json
+
+    path = run_dir / "run.json"
+    fix = f"restore it, or start a new run with `sol optimize` (the folder {run_dir} is not usable)"
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise SolError(f"cannot read {path} ({e.strerror}); {fix}") from None
+    spec = parse_json(raw, str(path), fix)
+    if not isinstance(spec, dict) or any(k not in spec for k in SPEC_KEYS):
+        missing = next((k for k in SPEC_KEYS if not isinstance(spec, dict) or k not in spec), "")
+        raise SolError(f"{path} is not a Sol run record (no {missing!r}); {fix}")
+    return spec
+
+
+def state_problem(run_dir: Path) -> str | None:
+    """Why the run's ``state.sqlite`` cannot be read (None when it can, or when there is none yet).
+
+    A truncated or overwritten file fails on first use with "database disk image is malformed" or
+    "file is not a database"; an integrity check reads every page, so it is found here, at once.
+    """
+    path = run_dir / "state.sqlite"
+    if not path.exists():
+        return None
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            rows = conn.execute("PRAGMA quick_check").fetchall()
+            conn.execute("SELECT name FROM sqlite_master").fetchall()
+        finally:
+            conn.close()
+    except sqlite3.Error as e:
+        return str(e)
+    if rows != [("ok",)]:
+        return str(rows[0][0]) if rows else "integrity check failed"
+    return None
+
+
+def set_aside_state(run_dir: Path) -> Path:
+    """Move an unreadable ``state.sqlite`` (and its journal files) aside; returns where it went.
+
+    The run is then rebuilt from its result files: every job finds its own and returns it.
+    """
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    target = run_dir / f"state.sqlite.corrupt-{stamp}"
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        src = run_dir / f"state.sqlite{suffix}"
+        if src.exists():
+            src.replace(run_dir / f"{target.name}{suffix}")
+    return target
 
 
 def checkpointer(run_dir: Path, url: str | None = None):

@@ -7,8 +7,9 @@ from typing import Annotated, Any, TypedDict
 
 
 def merge(a: dict | None, b: dict | None) -> dict:
-    """Reducer for results that parallel skill agents write side by side."""
-    return {**(a or {}), **(b or {})}
+    """Reducer for results that parallel skill agents write side by side; a key written as None is
+    removed (a skill that failed before a resume and succeeded after it is no longer failed)."""
+    return {k: v for k, v in {**(a or {}), **(b or {})}.items() if v is not None}
 
 
 class RunState(TypedDict, total=False):
@@ -25,3 +26,4 @@ class RunState(TypedDict, total=False):
     feedback: Annotated[list[dict[str, Any]], operator.add]
     plan: str
     status: str
+    notes: Annotated[list[str], operator.add]  # what a resume recovered (a skill re-run, and why)

@@ -10,13 +10,92 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import subprocess
+import sys
+import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from sol.cluster.lease import LeaseServer, RayLease, ThreadLease
 from sol.errors import SolError
 
 log = logging.getLogger(__name__)
+
+# Parallel skill agents ask for the executor at the same moment; two ``ray.init`` calls at once
+# failed with "Perhaps you called ray.init twice by accident?" on the first resume after a kill.
+_INIT_LOCK = threading.Lock()
+
+# Test hook: ``SOL_TEST_KILL_AT="skill-cache:done,integrator-1:+2"`` SIGKILLs this process at those
+# points (``JOB:start`` before a job, ``JOB:done`` after it returned, ``JOB:+S`` S seconds into
+# it; the driver adds ``NODE:end`` after a graph node's update). tests/reliability kill a run in
+# every phase this way and resume it.
+KILL_ENV = "SOL_TEST_KILL_AT"
+# Test hook beside it: ``SOL_TEST_FAIL_AT="skill-cache"`` makes that job fail at its start, as a
+# job that raised would (a skill that failed before a kill must run again on resume).
+FAIL_ENV = "SOL_TEST_FAIL_AT"
+
+
+def kill_point(point: str) -> None:
+    """SIGKILL this process if ``SOL_TEST_KILL_AT`` names ``point`` (a test hook; a no-op otherwise)."""
+    if point in _kill_points():
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _kill_points() -> set[str]:
+    return {p.strip() for p in os.environ.get(KILL_ENV, "").split(",") if p.strip()}
+
+
+def _start(name: str) -> None:
+    """What every executor does as job ``name`` starts: the test hooks (no-ops without their variables)."""
+    kill_point(f"{name}:start")
+    _kill_later(name)
+    if name in {p.strip() for p in os.environ.get(FAIL_ENV, "").split(",")}:
+        raise JobFailed(f"{name} failed: injected by {FAIL_ENV}")
+
+
+def _kill_later(name: str) -> None:
+    """Arm the ``JOB:+S`` kills for job ``name`` (a daemon timer: it dies with the process)."""
+    for point in _kill_points():
+        job, _, when = point.rpartition(":")
+        if job == name and when.startswith("+"):
+            timer = threading.Timer(float(when[1:]), os.kill, (os.getpid(), signal.SIGKILL))
+            timer.daemon = True
+            timer.start()
+
+
+class _RayOwner:
+    """Runs ``ray.init`` in a thread that lives until :meth:`stop`.
+
+    Ray starts its head processes with ``PR_SET_PDEATHSIG``, which Linux fires when the *thread*
+    that started them exits, not the process: a ``ray.init`` in a skill agent's worker thread (or
+    any short-lived thread) had the GCS killed as soon as that thread ended ("Failed to connect to
+    GCS within 60 seconds"). This thread only waits, so Ray lives as long as the process or until
+    shutdown.
+    """
+
+    def __init__(self, init: Callable[[], Any]):
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        threading.Thread(target=self._main, args=(init,), name="sol-ray-owner", daemon=True).start()
+        self._ready.wait()
+        if self._error is not None:
+            raise self._error
+
+    def _main(self, init: Callable[[], Any]) -> None:
+        try:
+            init()
+        except BaseException as e:  # noqa: BLE001 — handed to the thread that asked
+            self._error = e
+        finally:
+            self._ready.set()
+        if self._error is None:
+            self._stop.wait()
+
+    def stop(self) -> None:
+        self._stop.set()
 
 
 class JobFailed(RuntimeError):
@@ -50,12 +129,16 @@ class LocalExecutor(Executor):
         self.lease = ThreadLease()
 
     def run(self, job, spec, *args, name=None):
+        name = name or _job_name(job)
+        _start(name)
         try:
-            return _call(job, spec, args, self.lease)
+            out = _call(job, spec, args, self.lease)
         except SolError:
             raise
         except Exception as e:
             raise JobFailed(f"{_job_name(job)} failed: {type(e).__name__}: {e}") from e
+        kill_point(f"{name}:done")
+        return out
 
 
 class RayExecutor(Executor):
@@ -71,23 +154,12 @@ class RayExecutor(Executor):
         import ray
 
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-        if not ray.is_initialized():
-            kwargs: dict[str, Any] = {
-                "ignore_reinit_error": True,
-                "include_dashboard": False,
-                "log_to_driver": False,
-            }
-            if address:
-                kwargs["address"] = address
-            else:
-                # The package must be importable in workers started from any folder.
-                kwargs["runtime_env"] = {"env_vars": {"PYTHONPATH": _package_root(), "HF_HUB_OFFLINE": "1"}}
-            try:
-                ray.init(**kwargs)
-            except ConnectionError as e:
-                raise SolError(
-                    f"cannot join the Ray cluster at {address} ({e}); check --ray-address"
-                ) from None
+        self._reaper: subprocess.Popen | None = None
+        self._session_dir: str | None = None
+        self._owner: _RayOwner | None = None
+        with _INIT_LOCK:
+            if not ray.is_initialized():
+                self._start_ray(ray, address)
         self.run_id = run_id
         self.num_cpus = num_cpus
         self.num_gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
@@ -96,11 +168,49 @@ class RayExecutor(Executor):
         self.lease = RayLease(self.lease_actor)
         self._agent_cls = ray.remote(_Agent)
 
+    def _start_ray(self, ray, address: str | None) -> None:
+        kwargs: dict[str, Any] = {
+            "ignore_reinit_error": True,
+            "include_dashboard": False,
+            "log_to_driver": False,
+        }
+        if address:
+            kwargs["address"] = address
+        else:
+            # The package must be importable in workers started from any folder.
+            kwargs["runtime_env"] = {"env_vars": {"PYTHONPATH": _package_root(), "HF_HUB_OFFLINE": "1"}}
+        try:
+            self._owner = _RayOwner(lambda: ray.init(**kwargs))
+        except ConnectionError as e:
+            raise SolError(f"cannot join the Ray cluster at {address} ({e}); check --ray-address") from None
+        if not address:  # Ray started here: its processes and folder are ours to clean up
+            self._watch_local_ray(ray)
+
+    def _watch_local_ray(self, ray) -> None:
+        """Start the reaper (``reaper.py``): it stops this Ray's processes and removes its session
+        folder when this process exits, a SIGKILL included."""
+        try:
+            node = ray._private.worker._global_node
+            self._session_dir = node.get_session_dir_path()
+            pids = [str(p.process.pid) for infos in node.all_processes.values() for p in infos if p.process]
+        except Exception as e:  # noqa: BLE001 — Ray's internals moved: run without the reaper, say so
+            log.warning("cannot watch the local Ray processes (%s); they are stopped at exit only", e)
+            return
+        self._reaper = subprocess.Popen(
+            [sys.executable, str(Path(__file__).with_name("reaper.py")), self._session_dir, *pids],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # a kill of this process group must not take the reaper with it
+            text=True,
+        )
+
     def run(self, job, spec, *args, name=None):
         import ray
         from ray.exceptions import RayActorError
 
         name = name or _job_name(job)
+        _start(name)
         last = None
         for attempt in (1, 2):
             actor = self._agent_cls.options(
@@ -110,7 +220,9 @@ class RayExecutor(Executor):
                 max_restarts=0,
             ).remote()
             try:
-                return ray.get(actor.run.remote(job, spec, args, self.lease))
+                out = ray.get(actor.run.remote(job, spec, args, self.lease))
+                kill_point(f"{name}:done")
+                return out
             except RayActorError as e:
                 last = e
                 log.warning("agent %s died (attempt %d): %s", name, attempt, str(e).splitlines()[0])
@@ -136,8 +248,23 @@ class RayExecutor(Executor):
     def shutdown(self) -> None:
         import ray
 
-        if ray.is_initialized():
-            ray.shutdown()
+        with _INIT_LOCK:
+            if ray.is_initialized():
+                ray.shutdown()
+            if self._owner is not None:
+                self._owner.stop()
+                self._owner = None
+        if self._session_dir is not None:
+            from sol.cluster.reaper import remove_session
+
+            remove_session(self._session_dir)
+        if self._reaper is not None:
+            try:  # tell the reaper Ray was shut down; it removes what a late log line recreated
+                self._reaper.stdin.write("clean\n")
+                self._reaper.stdin.close()
+            except OSError:
+                pass
+            self._reaper = None
 
 
 class _Agent:

@@ -185,7 +185,8 @@ def _summary(run: dict[str, Any]) -> str:
 def _candidate_table(run: dict[str, Any]) -> str:
     cands = run.get("candidates") or []
     if not cands:
-        return "<p>No candidates were evaluated.</p>"
+        why = run.get("no_candidates")
+        return f"<p>No candidates: {escape(str(why))}.</p>" if why else "<p>No candidates were evaluated.</p>"
     rows = []
     for c in cands:
         fid = c.get("fidelity") or {}

@@ -84,7 +84,8 @@ def render_markdown(run: dict[str, Any], html_path: Path | None = None) -> str:
                 + " |"
             )
     else:
-        lines.append("No candidates were evaluated.")
+        why = run.get("no_candidates")
+        lines.append(f"No candidates: {why}." if why else "No candidates were evaluated.")
     fronts = run.get("fronts") or {}
     if fronts:
         lines += ["", "## Skills", "", "| skill | points | on front | failed | best speedup on front |",
