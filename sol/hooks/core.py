@@ -33,6 +33,7 @@ __all__ = [
     "Installation",
     "ModelHook",
     "StateManager",
+    "WrappingProcessor",
     "arg",
     "registry",
     "with_arg",
@@ -91,6 +92,22 @@ def hooked(module: nn.Module, name: str) -> bool:
 def owner_of(processor) -> str | None:
     """The Sol technique that installed ``processor`` (None for the model's own or a user's)."""
     return getattr(processor, OWNER_ATTR, None)
+
+
+class WrappingProcessor:
+    """Base of a processor that wraps the model's own (``inner``) and calls it where it changes
+    nothing. Attention-backend switches (diffusers' ``set_attention_backend``) set
+    ``_attention_backend`` on whatever processor is installed: it passes through to ``inner``."""
+
+    inner: object
+
+    @property
+    def _attention_backend(self):
+        return getattr(self.inner, "_attention_backend", None)
+
+    @_attention_backend.setter
+    def _attention_backend(self, value):
+        self.inner._attention_backend = value
 
 
 class Handle:

@@ -23,7 +23,7 @@ from __future__ import annotations
 from typing import Literal
 
 from sol.errors import SolError
-from sol.hooks import ArgRef, Installation, ModelHook, track_steps
+from sol.hooks import ArgRef, Installation, ModelHook, WrappingProcessor, track_steps
 from sol.models.base import Capability
 from sol.skills.base import Phase, Seam, Skill, TechniqueConfig, register_skill
 
@@ -102,22 +102,13 @@ class TextKVKeyHook(ModelHook):
         return module
 
 
-class TextKVProcessor:
+class TextKVProcessor(WrappingProcessor):
     """Wraps a cross-attention processor: K/V from the cache, everything else as the original."""
 
     def __init__(self, inner, store: TextKVStore, adapter):
         self.inner = inner
         self.store = store
         self.adapter = adapter
-
-    # Attention-backend switches (``set_attention_backend``) set this on processors: pass it through.
-    @property
-    def _attention_backend(self):
-        return getattr(self.inner, "_attention_backend", None)
-
-    @_attention_backend.setter
-    def _attention_backend(self, value):
-        self.inner._attention_backend = value
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, *rest, **kw):
         # ``rest``: what a family passes after the mask (Wan: rotary_emb; LTX-2: query and key RoPE),

@@ -29,7 +29,7 @@ import torch
 from pydantic import field_validator
 
 from sol.errors import SolError
-from sol.hooks import Installation, Span, track_steps
+from sol.hooks import Installation, Span, WrappingProcessor, track_steps
 from sol.models.base import Capability
 from sol.skills.base import Phase, Seam, Skill, TechniqueConfig
 from sol.skills.sparse_attention import kernels
@@ -121,7 +121,7 @@ class Call:
         self.dense = False  # set when the method fell back to the model's dense attention for the call
 
 
-class SparseAttentionProcessor:
+class SparseAttentionProcessor(WrappingProcessor):
     """Self-attention through a method's tile mask; dense calls go to the model's own processor."""
 
     def __init__(self, inner, skill, config, adapter, context, layer: int, layers: int, work: Work):
@@ -134,15 +134,6 @@ class SparseAttentionProcessor:
         self.layer = layer
         self.work = work
         self.state: dict = {}  # per-method cache (static masks per tiling)
-
-    # Attention-backend switches (``set_attention_backend``) set this on processors: pass it through.
-    @property
-    def _attention_backend(self):
-        return getattr(self.inner, "_attention_backend", None)
-
-    @_attention_backend.setter
-    def _attention_backend(self, value):
-        self.inner._attention_backend = value
 
     def dense_reason(self, tokens: int) -> str | None:
         """Why this call runs dense (None: it runs the pattern)."""

@@ -25,7 +25,7 @@ from typing import Literal
 from pydantic import Field
 
 from sol.errors import SolError
-from sol.hooks import Installation, Span, track_steps
+from sol.hooks import Installation, Span, WrappingProcessor, track_steps
 from sol.models.base import Capability
 from sol.skills.base import Phase, Seam, Skill, TechniqueConfig, register_skill
 from sol.skills.token_pruning._common import HOOKS, Work, block_of, selected_layers
@@ -48,7 +48,7 @@ class KVMergeConfig(TechniqueConfig):
     rotate: bool = True  # move the destination within its cell every step
 
 
-class KVMergeProcessor:
+class KVMergeProcessor(WrappingProcessor):
     """Wraps a self-attention processor: merged keys/values when scheduled, the original otherwise."""
 
     def __init__(self, inner, index: int, config: KVMergeConfig, ctx, adapter, work: Work):
@@ -59,15 +59,6 @@ class KVMergeProcessor:
         self.adapter = adapter
         self.work = work
         self._dst: dict[tuple, object] = {}
-
-    # Attention-backend switches (``set_attention_backend``) set this on processors: pass it through.
-    @property
-    def _attention_backend(self):
-        return getattr(self.inner, "_attention_backend", None)
-
-    @_attention_backend.setter
-    def _attention_backend(self, value):
-        self.inner._attention_backend = value
 
     def _active(self) -> bool:
         cfg, ctx = self.config, self.ctx

@@ -37,7 +37,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from sol.hooks import Installation, ModelHook, Span, in_any, track_steps
+from sol.hooks import Installation, ModelHook, Span, WrappingProcessor, in_any, track_steps
 from sol.models.base import Capability
 from sol.skills.base import Phase, Seam, Skill, TechniqueConfig, register_skill
 from sol.skills.token_pruning._common import (
@@ -121,7 +121,7 @@ class _Current:
         self.keep = None  # None: the block runs at full size
 
 
-class AllKeysProcessor:
+class AllKeysProcessor(WrappingProcessor):
     """Self-attention of a pruned block with every token as a key: the kept tokens' keys and values
     are fresh, the dropped ones' come from the last call that computed them. On a full-size call it
     computes attention as the model does (the adapter's q/k/v, attend, output: bit-identical) and
@@ -132,14 +132,6 @@ class AllKeysProcessor:
         self.index = index
         self.current = current
         self.adapter = adapter
-
-    @property
-    def _attention_backend(self):
-        return getattr(self.inner, "_attention_backend", None)
-
-    @_attention_backend.setter
-    def _attention_backend(self, value):
-        self.inner._attention_backend = value
 
     def __call__(
         self,
@@ -184,7 +176,7 @@ class _AttentionCache:
         self.ref = None  # input per token when last computed [B, N, D]
 
 
-class AttentionPruneProcessor:
+class AttentionPruneProcessor(WrappingProcessor):
     """Self-attention that computes the outputs of the highest-scoring queries only (every token's
     fresh key and value), reusing the others' last output ("attention" scope)."""
 
@@ -196,14 +188,6 @@ class AttentionPruneProcessor:
         self.adapter = adapter
         self.states = states
         self.work = work
-
-    @property
-    def _attention_backend(self):
-        return getattr(self.inner, "_attention_backend", None)
-
-    @_attention_backend.setter
-    def _attention_backend(self, value):
-        self.inner._attention_backend = value
 
     def __call__(
         self,
