@@ -314,3 +314,17 @@ def test_plan_warnings_and_fingerprint_errors_read_as_the_command_line(tmp_path,
     assert warnings and all("--force" in w or "measured on" in w for w in warnings), err
     assert "warnings.warn" not in err and ".py:" not in err, err
     assert Path(tmp_path / "v.mp4").is_file()
+
+
+@pytest.mark.parametrize("text", ["{", "[]", '{"run_id": "r"}', "\x00\x01"])
+def test_a_broken_run_record_is_listed_and_refused_in_one_line(tmp_path, monkeypatch, capsys, text):
+    """A broken ``run.json`` in the runs folder was a traceback in `sol runs` and `sol resume`."""
+    runs = tmp_path / "runs"
+    (runs / "r1").mkdir(parents=True)
+    (runs / "r1" / "run.json").write_text(text)
+    (row,) = driver.list_runs(runs)
+    assert row["status"] == "unreadable run.json", row
+    for cmd in ("resume", "approve"):
+        code, err = _sol(capsys, cmd, "r1", "--runs-dir", str(runs))
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert code == 2 and len(lines) == 1 and "run.json" in lines[0], err
