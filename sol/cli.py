@@ -301,6 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
     _runs_dir(p)
     _model_loading(p)
     p.add_argument("--vbench-python", metavar="PATH", help="VBench's own interpreter")
+    p.add_argument("--vbench-weights", metavar="DIR",
+                   help="VBench's model weights, laid out as its cache (default: VBench's cache)")  # fmt: skip
     p.add_argument("--checkpoint-url", metavar="URL", help="postgresql://… instead of SQLite")
 
     p = command("resume", resume_cmd, "Continue a killed or interrupted run from its last checkpoint.")
@@ -753,7 +755,7 @@ def optimize_cmd(args: argparse.Namespace) -> None:
             skills=skills, approve=args.approve, executor=args.executor, ray_address=args.ray_address,
             runs_dir=args.runs_dir, layers=args.layers, allow_pickle=args.allow_pickle,
             vbench_python=args.vbench_python, checkpoint_url=args.checkpoint_url, on_update=_printer(),
-            on_start=watch.follow,
+            on_start=watch.follow, vbench_weights=args.vbench_weights,
         )  # fmt: skip
     _show_outcome(out, ask=args.approve == "ask", runs_dir=args.runs_dir)
 

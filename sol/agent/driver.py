@@ -79,8 +79,12 @@ def start(
     checkpoint_url: str | None = None,
     on_update=None,
     on_start=None,
+    vbench_weights: str | Path | None = None,
 ) -> RunOutcome:
     """Validate everything cheap first (no run folder for bad input), then run the graph.
+
+    ``vbench_weights``: a folder laid out as VBench's cache for the model-based VBench dimensions
+    (default: VBench's own cache); the gate measures those whose weights are there.
 
     ``on_start(run_dir)`` is called once the run folder exists (a watcher reads its progress files)."""
     from sol.agent.jobs import EFFORT
@@ -92,11 +96,15 @@ def start(
     wl = load_workload(workload)
     get_budget(budget)
     for flag, value in (("--ray-address", ray_address), ("--vbench-python", vbench_python),
-                        ("--checkpoint-url", checkpoint_url)):  # fmt: skip
+                        ("--checkpoint-url", checkpoint_url), ("--vbench-weights", vbench_weights)):  # fmt: skip
         if value is not None and not str(value).strip():
             raise SolError(f"{flag} is empty; give a value or leave the option out")
     if vbench_python and not Path(vbench_python).expanduser().is_file():
         raise SolError(f"--vbench-python {vbench_python}: no such file; pass VBench's python interpreter")
+    if vbench_weights is not None:
+        from sol.quality.vbench import check_weights_dir
+
+        vbench_weights = str(check_weights_dir(vbench_weights))  # absolute: a resume runs from anywhere
     if checkpoint_url and not checkpoint_url.startswith(("postgres://", "postgresql://")):
         raise SolError(
             f"--checkpoint-url {checkpoint_url!r}: use a postgresql://… URL (SQLite is the default)"
@@ -143,6 +151,7 @@ def start(
         "executor": executor,
         "ray_address": ray_address,
         "vbench_python": vbench_python,
+        "vbench_weights": vbench_weights,
         "checkpoint_url": checkpoint_url,
     }
     (run_dir / "run.json").write_text(json.dumps(spec, indent=2))

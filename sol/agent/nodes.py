@@ -126,7 +126,7 @@ class Nodes:
     # --- gate -----------------------------------------------------------------------------
     def gate(self, state: RunState) -> dict:
         from sol.quality.gate import gate
-        from sol.quality.vbench import run_vbench
+        from sol.quality.vbench import GATE_DIMENSIONS, run_vbench, unmeasured
 
         spec, settings = state["spec"], state["settings"]
         run_dir = Path(spec["run_dir"])
@@ -139,8 +139,17 @@ class Nodes:
         cand_videos = [[np.load(p).astype(np.float32) for p in c["result"]["outputs"]] for c in comps]
         # One VBench call for all videos: its interpreter starts once.
         flat = baseline + [v for vs in cand_videos for v in vs]
-        vb = run_vbench(flat, spec.get("vbench_dimensions", ["temporal_flickering"]), spec.get("vbench_python"),
-                        workdir=run_dir / "vbench" / f"round-{rnd}")  # fmt: skip
+        # Every dimension the user's weights allow (their folder, else VBench's cache); the others are
+        # recorded once, with why, instead of as a skipped check on every candidate.
+        dims = list(spec.get("vbench_dimensions") or GATE_DIMENSIONS)
+        weights = spec.get("vbench_weights")
+        not_measured = unmeasured(dims, weights)
+        vb = run_vbench(flat, [d for d in dims if d not in not_measured], spec.get("vbench_python"),
+                        workdir=run_dir / "vbench" / f"round-{rnd}", weights=weights)  # fmt: skip
+        not_measured.update(
+            {d: str(r.get("reason", "not available")) for d, r in vb.items() if "score" not in r}
+        )
+        not_measured = {d: not_measured[d] for d in dims if d in not_measured}
         n = len(baseline)
 
         def per(dim_result: dict, lo: int, hi: int) -> dict:
@@ -183,6 +192,7 @@ class Nodes:
         if prefer:
             candidates.sort(key=lambda c: (not c["passed"], c["id"] != prefer))
         path = write_json(run_dir / f"candidates-{rnd}.json", {"candidates": candidates, "vbench_baseline": vb_base,
+                                                                "vbench_not_measured": not_measured,
                                                                 "budget": budget.model_dump(mode="json")})  # fmt: skip
         summary = [_summary_row(c) for c in candidates]
         return {"candidates": str(path), "summary": summary, "status": "reporting"}

@@ -55,7 +55,8 @@ def run_summary(state: RunState) -> dict:
             AttributeError,
         ):  # a damaged result: the report still renders
             fronts[fam], search[fam] = [], {}
-    cands = _load(state.get("candidates")).get("candidates", [])
+    cand_file = _load(state.get("candidates"))
+    cands = cand_file.get("candidates", [])
     integ = _load(state.get("integration"))
     decision = state.get("decision") or {}
     return {
@@ -78,10 +79,25 @@ def run_summary(state: RunState) -> dict:
         "race": integ.get("race") or {},
         "validation": {**(integ.get("validation") or {}), "prompts": integ.get("validation_prompts", [])},
         "plan": _load(state.get("plan")) or None,
+        "vbench": _vbench_summary(cand_file, spec),
         "status": state.get("status", ""),
         # Why the candidate table is empty (an integrator or skill failure, nothing measured), so a
         # failure never reads as a bare "no candidates".
         "no_candidates": "" if cands else _why_none(state),
+    }
+
+
+def _vbench_summary(cand_file: dict, spec: dict) -> dict:
+    """The gate's VBench dimensions: those measured, and those not measured with why (their weights
+    absent, VBench's environment missing, VBench failed), so the report says what the gate did not see."""
+    base = cand_file.get("vbench_baseline") or {}
+    not_measured = cand_file.get("vbench_not_measured")
+    if not_measured is None:  # a run from before the gate recorded them: the baseline's reasons
+        not_measured = {d: str(r.get("reason", "not available")) for d, r in base.items() if "score" not in r}
+    return {
+        "measured": [d for d, r in base.items() if "score" in r],
+        "not_measured": not_measured,
+        "weights": spec.get("vbench_weights"),
     }
 
 

@@ -110,6 +110,30 @@ def measurable(
     return {d: dimension_status(d, cache) for d in dimensions}
 
 
+def unmeasured(dimensions: list[str] | tuple[str, ...], weights: str | Path | None = None) -> dict[str, str]:
+    """The ``dimensions`` that cannot run from local files, each with why and the fix: what the gate
+    records and the report lists as not measured (``measurable`` gives the raw reasons).
+
+    >>> unmeasured(["temporal_flickering", "background_consistency"], "/empty")  # doctest: +SKIP
+    {'background_consistency': 'weights not found in --vbench-weights /empty (missing clip_model/ViT-B-32.pt)'}
+    """
+    cache = vbench_cache_dir(weights)
+    out = {}
+    for dim, reason in measurable(dimensions, weights).items():
+        if reason is None:
+            continue
+        missing = [rel for rel in WEIGHTS.get(dim, ()) if not (cache / rel).is_file()]
+        if missing:  # the one a user can fix: say where Sol looked and how to point it elsewhere
+            where = (
+                f"--vbench-weights {cache}"
+                if weights is not None
+                else f"VBench's cache {cache} (or pass --vbench-weights DIR)"
+            )
+            reason = f"weights not found in {where}; missing {', '.join(missing)}"
+        out[dim] = reason
+    return out
+
+
 def find_vbench_python(vbench_python: str | Path | None = None) -> Path | None:
     """The VBench interpreter: the argument, ``$SOL_VBENCH_PYTHON``, then ``.venv-vbench/bin/python``
     in the current folder or beside the ``sol`` package (a source checkout). None when none exists."""

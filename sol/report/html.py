@@ -175,11 +175,31 @@ def _summary(run: dict[str, Any]) -> str:
     )
     return (
         f'<section id="summary"><h2>Summary</h2><div class="cards">{card_html}</div>{chosen_line}'
-        f"{_candidate_table(run)}"
+        f"{_candidate_table(run)}{_vbench(run)}"
         f"<details><summary>Workload, prompts and hardware</summary>"
         f"<table>{wl_rows or '<tr><td>not recorded</td></tr>'}</table>"
         f"<ol>{prompt_list}</ol><table>{hw_rows}</table></details></section>"
     )
+
+
+def _vbench(run: dict[str, Any]) -> str:
+    """Which VBench dimensions the gate measured, and each one it did not with why."""
+    vb = run.get("vbench") or {}
+    measured, missing = vb.get("measured") or [], vb.get("not_measured") or {}
+    if not measured and not missing:
+        return ""
+    names = ", ".join(f"<code>{escape(str(d))}</code>" for d in measured) or "none"
+    rows = "".join(
+        f'<tr><td><code>{escape(str(d))}</code></td><td class="skip">{escape(str(why))}</td></tr>'
+        for d, why in missing.items()
+    )
+    table = (
+        f"<table><thead><tr><th>VBench dimension not measured</th><th>why</th></tr></thead>"
+        f"<tbody>{rows}</tbody></table>"
+        if rows
+        else ""
+    )
+    return f'<div id="vbench"><h3>VBench</h3><p>Measured by the gate: {names}.</p>{table}</div>'
 
 
 def _candidate_table(run: dict[str, Any]) -> str:

@@ -86,6 +86,7 @@ def render_markdown(run: dict[str, Any], html_path: Path | None = None) -> str:
     else:
         why = run.get("no_candidates")
         lines.append(f"No candidates: {why}." if why else "No candidates were evaluated.")
+    lines += _vbench_lines(run)
     fronts = run.get("fronts") or {}
     if fronts:
         lines += ["", "## Skills", "", "| skill | points | on front | failed | best speedup on front |",
@@ -113,6 +114,19 @@ def render_markdown(run: dict[str, Any], html_path: Path | None = None) -> str:
             v = fmt.num(ms) or 0.0
             lines.append(f"| {_cell(name)} | {v:,.1f} | {100 * v / total:.1f}% |")
     return "\n".join(lines) + "\n"
+
+
+def _vbench_lines(run: dict[str, Any]) -> list[str]:
+    """The VBench dimensions the gate measured, and each one it did not with why."""
+    vb = run.get("vbench") or {}
+    measured, missing = vb.get("measured") or [], vb.get("not_measured") or {}
+    if not measured and not missing:
+        return []
+    lines = ["", "## VBench", "", f"Measured by the gate: {', '.join(measured) or 'none'}."]
+    if missing:
+        lines += ["", "| not measured | why |", "|---|---|"]
+        lines += [f"| {_cell(d)} | {_cell(why)} |" for d, why in missing.items()]
+    return lines
 
 
 def _search_lines(run: dict[str, Any]) -> list[str]:

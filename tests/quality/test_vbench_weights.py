@@ -86,3 +86,94 @@ def test_model_based_dimensions_load_stand_in_weights_from_a_folder(tmp_path, mo
     # the same files in VBench's usual cache are found there too, without the folder option
     monkeypatch.setenv("VBENCH_CACHE_DIR", str(weights))
     assert measurable(["background_consistency"]) == {"background_consistency": None}
+
+
+# --- the wiring: `sol optimize --vbench-weights`, the gate node, the report ---------------------------
+
+
+@pytest.mark.parametrize("bad", ["missing", "a-file"])
+def test_optimize_refuses_a_bad_weights_folder_in_one_line_before_loading(tmp_path, monkeypatch, capsys, bad):
+    import sol.models.loading as loading
+    from sol.cli import main
+
+    def no_load(*a, **k):
+        raise AssertionError("the model was loaded before --vbench-weights was checked")
+
+    monkeypatch.setattr(loading, "load_model", no_load)
+    monkeypatch.setattr("sol.models.load_model", no_load)
+    (tmp_path / "a-file").write_text("not a folder")
+    runs = tmp_path / "runs"
+    with pytest.raises(SystemExit) as e:
+        main(["optimize", "--gpu", "cpu", "--vbench-weights", str(tmp_path / bad), "--runs-dir", str(runs)])
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert e.value.code == 2 and len(lines) == 1, lines
+    assert lines[0].startswith("error: --vbench-weights") and "no such folder" in lines[0]
+    assert not runs.exists()
+
+
+def test_the_gate_records_unmeasured_dimensions_and_the_report_lists_them(tmp_path, monkeypatch):
+    """The gate node with an empty --vbench-weights folder and no VBench environment: every gate
+    dimension is listed as not measured with why, once, in the run summary, summary.md and report.html."""
+    import json
+
+    from sol.agent.nodes import Nodes
+    from sol.agent.reporting import run_summary
+    from sol.quality.vbench import GATE_DIMENSIONS
+    from sol.report.html import render_html
+    from sol.report.markdown import render_markdown
+
+    monkeypatch.setenv("SOL_VBENCH_PYTHON", str(tmp_path / "no-vbench-python"))
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    videos = []
+    for i, v in enumerate(_videos()):
+        np.save(tmp_path / f"b{i}.npy", v)
+        videos.append(str(tmp_path / f"b{i}.npy"))
+    comp = {"id": "c1", "predicted_speedup": 1.2, "predicted_psnr": None, "interaction": None,
+            "result": {"ok": True, "outputs": videos, "label": "same", "techniques": [], "speedup": 1.2,
+                       "fidelity": {"psnr": 99.0}, "latency_s": 1.0, "baseline_s": 1.2}}  # fmt: skip
+    integ = tmp_path / "integration.json"
+    integ.write_text(json.dumps({"baseline_videos": videos, "compositions": [comp]}))
+    spec = {"run_dir": str(tmp_path), "model": "tiny-wan-random", "workload": "smoke",
+            "vbench_weights": str(weights)}  # fmt: skip
+    state = {"spec": spec, "settings": {"round": 1, "budget": "near-lossless"}, "integration": str(integ)}
+    state.update(Nodes(lambda: None).gate(state))
+
+    missing = json.loads(open(state["candidates"]).read())["vbench_not_measured"]
+    assert list(missing) == list(GATE_DIMENSIONS)
+    assert "vbench environment missing" in missing["temporal_flickering"]
+    assert missing["aesthetic_quality"].startswith(f"weights not found in --vbench-weights {weights}")
+    assert "clip_model/ViT-L-14.pt" in missing["aesthetic_quality"]
+    # a dimension whose weights are absent is not a skipped check on every candidate
+    checks = [
+        c["name"] for c in json.loads(open(state["candidates"]).read())["candidates"][0]["verdict"]["checks"]
+    ]
+    assert "vbench.aesthetic_quality.drop" not in checks
+
+    summary = run_summary(state)
+    assert summary["vbench"] == {"measured": [], "not_measured": missing, "weights": str(weights)}
+    md = render_markdown(summary)
+    assert "## VBench" in md and f"| aesthetic_quality | {missing['aesthetic_quality']} |" in md
+    html = render_html(summary, tmp_path)
+    assert "VBench dimension not measured" in html and "weights not found in --vbench-weights" in html
+
+
+def test_the_run_spec_keeps_the_weights_folder_as_an_absolute_path(tmp_path, monkeypatch):
+    """What `resume` reads back (run.json), so a resumed run's gate uses the same folder."""
+    from sol.agent import driver
+
+    class Stop(Exception):
+        pass
+
+    def stop(run_dir):
+        raise Stop(run_dir)
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "weights").mkdir()
+    with pytest.raises(Stop) as e:
+        driver.start(model="tiny-wan-random", gpu="cpu", workload="smoke", executor="local",
+                     runs_dir=tmp_path / "runs", vbench_weights="weights", on_start=stop)  # fmt: skip
+    assert driver.read_spec(e.value.args[0])["vbench_weights"] == str((tmp_path / "weights").resolve())
+    with pytest.raises(SolError, match="--vbench-weights is empty"):
+        driver.start(model="tiny-wan-random", gpu="cpu", workload="smoke", runs_dir=tmp_path / "r2",
+                     vbench_weights=" ")  # fmt: skip
