@@ -202,7 +202,10 @@ def drive(run_dir: Path, graph_input: Any = None, *, on_update=None) -> RunOutco
             for node, value in update.items():
                 if on_update is not None and not node.startswith("__"):  # LangGraph's own entries
                     on_update(node, value)
-                kill_point(f"{node}:end")  # a test hook (SOL_TEST_KILL_AT); nothing otherwise
+                # A test hook (SOL_TEST_KILL_AT); nothing otherwise. LangGraph yields a node's update
+                # while a background thread saves its writes: the kill waits a moment for them, so
+                # "NODE:end" means "after the node's result was saved", as its name says.
+                kill_point(f"{node}:end", settle_s=1.0)
         return outcome(run_dir, graph, config)
     finally:
         if "executor" in holder:

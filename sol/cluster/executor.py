@@ -37,9 +37,14 @@ KILL_ENV = "SOL_TEST_KILL_AT"
 FAIL_ENV = "SOL_TEST_FAIL_AT"
 
 
-def kill_point(point: str) -> None:
-    """SIGKILL this process if ``SOL_TEST_KILL_AT`` names ``point`` (a test hook; a no-op otherwise)."""
+def kill_point(point: str, settle_s: float = 0.0) -> None:
+    """SIGKILL this process if ``SOL_TEST_KILL_AT`` names ``point`` (a test hook; a no-op otherwise),
+    ``settle_s`` seconds after it is reached."""
     if point in _kill_points():
+        if settle_s:
+            import time
+
+            time.sleep(settle_s)
         os.kill(os.getpid(), signal.SIGKILL)
 
 

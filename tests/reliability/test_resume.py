@@ -133,8 +133,11 @@ def test_sigkill_in_every_phase_then_resume_completes_with_ray(tmp_path, workloa
     # approval: killed after the decision was recorded, before the export
     step("approve", name, kill_at="approval:end")
     assert not (run / "plan.json").exists()
-    # export: killed after the plan and report were written
-    out, err = step("resume", name, kill_at="export:end")
+    # export: killed after the plan and report were written. Should the decision have died with the
+    # approving process after all (LangGraph saves a node's writes in a background thread), the run
+    # asks for it again, and approving once more carries on.
+    again = driver.outcome(run).interrupt is not None
+    out, err = step("approve" if again else "resume", name, kill_at="export:end")
     out, err = step("resume", name)
     status = driver.outcome(run)
     if status.interrupt is not None:  # the decision died with the process: it is asked again, once
