@@ -175,11 +175,14 @@ def test_skills_that_failed_or_lost_their_result_run_again_on_resume_with_two_lo
     run = _run_dir(runs)
     quant = run / "skills" / "quantization.json"
     assert quant.is_file() and not (run / "skills" / "cache.json").exists()
+    # Recorded in the checkpoint, or still a pending task when the kill beat LangGraph's background
+    # writer (then the graph itself runs it again, and resume has nothing to say about it).
+    recorded = "quantization" in (driver.outcome(run).values.get("fronts") or {})
     quant.write_text('{"front": [')  # a result file damaged after the fact: unreadable
 
     notes = []
     out = driver.resume(run.name, runs, on_note=notes.append)
-    assert any("quantization.json is unreadable" in n for n in notes), notes
+    assert any("quantization.json is unreadable" in n for n in notes) or not recorded, notes
     assert any("cache search failed before the resume" in n for n in notes), notes
     assert out.status == "awaiting approval", out.status
     assert set(out.values["fronts"]) == {"cache", "quantization"}
@@ -348,3 +351,23 @@ def test_a_round_that_finds_nothing_offers_the_earlier_rounds_candidates(tmp_pat
     assert back["candidates"].endswith("candidates-1.json")
     assert "round 2" in back["message"] and "round 1" in back["message"]
     assert _earlier_round({**state, "settings": {"round": 1}}) == {}
+
+
+def test_resume_names_each_skill_it_runs_again(tmp_path):
+    """What resume says before it starts: a result file missing, one unreadable, a recorded failure;
+    nothing once the integration exists (the skills' results are no longer needed)."""
+    from sol.agent.driver import _rerun_notes
+
+    (tmp_path / "quantization.json").write_text('{"front": [')
+    (tmp_path / "fusion.json").write_text('{"front": []}')
+    values = {"spec": {"skills": ["cache", "quantization", "fusion", "token_pruning"]},
+              "fronts": {"cache": str(tmp_path / "cache.json"), "quantization": str(tmp_path / "quantization.json"),
+                         "fusion": str(tmp_path / "fusion.json")},
+              "failed": {"token_pruning": "boom", "integrator": "x"}}  # fmt: skip
+    notes = _rerun_notes(values)
+    assert notes == [
+        "skills/cache.json is missing; the cache search runs again",
+        "skills/quantization.json is unreadable; the quantization search runs again",
+        "the token_pruning search failed before the resume (boom); it runs again",
+    ], notes
+    assert _rerun_notes({**values, "integration": "integration-1.json"}) == []
