@@ -27,6 +27,22 @@ def _tokenizer(max_length: int, extra_special: tuple[str, ...] = ()):
     return tok
 
 
+def _one_layer_lm(tokenizer, width: int) -> dict:
+    """A one-layer, one-head Gemma text encoder's settings (SANA-Video and LTX-2 both use Gemma)."""
+    return dict(
+        vocab_size=len(tokenizer),
+        hidden_size=width,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=1,
+        num_key_value_heads=1,
+        head_dim=32,
+        max_position_embeddings=512,
+        pad_token_id=0,
+        attn_implementation="eager",
+    )
+
+
 # --- SANA-Video ------------------------------------------------------------------------------------
 
 
@@ -56,20 +72,7 @@ def build_sana_video_pipeline(
 
     torch.manual_seed(seed)
     tokenizer = _tokenizer(max_length)
-    text_encoder = Gemma2Model(
-        Gemma2Config(
-            vocab_size=len(tokenizer),
-            hidden_size=caption_channels,
-            intermediate_size=64,
-            num_hidden_layers=1,
-            num_attention_heads=1,
-            num_key_value_heads=1,
-            head_dim=32,
-            max_position_embeddings=512,
-            pad_token_id=0,
-            attn_implementation="eager",
-        )
-    ).eval()
+    text_encoder = Gemma2Model(Gemma2Config(**_one_layer_lm(tokenizer, caption_channels))).eval()
     transformer = SanaVideoTransformer3DModel(
         in_channels=in_channels,
         out_channels=in_channels,
@@ -139,20 +142,7 @@ def build_ltx2_pipeline(
 
     torch.manual_seed(seed)
     tokenizer = _tokenizer(max_length)
-    text_encoder = Gemma3TextModel(
-        Gemma3TextConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=caption_channels,
-            intermediate_size=64,
-            num_hidden_layers=1,
-            num_attention_heads=1,
-            num_key_value_heads=1,
-            head_dim=32,
-            max_position_embeddings=512,
-            pad_token_id=0,
-            attn_implementation="eager",
-        )
-    ).eval()
+    text_encoder = Gemma3TextModel(Gemma3TextConfig(**_one_layer_lm(tokenizer, caption_channels))).eval()
     connector_heads = connector_heads or max(1, caption_channels // 32)
     connectors = LTX2TextConnectors(
         caption_channels=caption_channels,

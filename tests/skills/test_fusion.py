@@ -231,7 +231,9 @@ def test_triton_method_is_offered_on_cuda_only():
 
 def test_fused_ops_on_the_cpu_match_eager(tiny, tiny_workload):
     """On the CPU the ops run their float32 references: the swap itself is checked here."""
-    pytest.importorskip("triton", reason="fusion.triton needs triton: pip install 'sol[gpu]' (the dev extra has it)")
+    pytest.importorskip(
+        "triton", reason="fusion.triton needs triton: pip install 'sol[gpu]' (the dev extra has it)"
+    )
     base = _gen(tiny.pipe, tiny_workload)
     applied = apply_all(tiny.pipe, [FusedKernels()], tiny.adapter)
     try:
@@ -262,7 +264,9 @@ def test_fused_ops_in_the_triton_interpreter_match_eager(tiny, monkeypatch):
 
 
 def test_fused_ops_compose_with_quantization(tiny, tiny_workload):
-    pytest.importorskip("triton", reason="fusion.triton needs triton: pip install 'sol[gpu]' (the dev extra has it)")
+    pytest.importorskip(
+        "triton", reason="fusion.triton needs triton: pip install 'sol[gpu]' (the dev extra has it)"
+    )
     ev = Evaluator(tiny, tiny_workload, repeats=1, warmup=0, timing=False)
     alone = ev.evaluate([QuantizeLinear(scheme="int8_dynamic")])
     both = ev.evaluate([QuantizeLinear(scheme="int8_dynamic"), FusedKernels()])
