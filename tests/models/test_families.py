@@ -478,3 +478,19 @@ def test_a_family_folder_goes_through_profile_optimize_and_apply(family, folders
         "cpu",
     )
     assert (tmp_path / "a.mp4").stat().st_size > 0
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_pab_applies_to_a_pipeline_that_never_ran(family):
+    """`sol apply` in a fresh process applies before the pipeline's first call: HunyuanVideo 1.5's
+    ``current_timestep`` raised until then, so a plan its own optimize run approved was refused."""
+    from sol.skills.cache import DiffusersPABConfig
+
+    m = load_model(FAMILIES[family])  # built here, never called
+    if Capability.SWAPPABLE_ATTENTION not in m.adapter.capabilities:
+        pytest.skip(f"{family} refuses PAB: {m.adapter.missing_reason(Capability.SWAPPABLE_ATTENTION)}")
+    if not hasattr(type(m.pipe), "current_timestep"):  # SANA-Video's pipeline has none: one line
+        with pytest.raises(SolError, match="needs pipe.current_timestep"):
+            apply_all(m.pipe, [DiffusersPABConfig()], m.adapter)
+        return
+    apply_all(m.pipe, [DiffusersPABConfig()], m.adapter).revert()

@@ -60,7 +60,9 @@ class DiffusersPABSkill(Skill):
         from diffusers.hooks import PyramidAttentionBroadcastConfig
         from diffusers.hooks.pyramid_attention_broadcast import _PYRAMID_ATTENTION_BROADCAST_HOOK
 
-        if not hasattr(pipe, "current_timestep"):
+        # On the class: an instance's property can raise before its first call (HunyuanVideo 1.5
+        # sets _current_timestep only inside __call__), so a fresh process refused a plan it had made.
+        if not hasattr(type(pipe), "current_timestep") and not hasattr(pipe, "current_timestep"):
             raise SolError(
                 f"cache.diffusers_pab needs pipe.current_timestep, which {type(pipe).__name__} lacks"
             )
