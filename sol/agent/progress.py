@@ -44,7 +44,8 @@ def progress_path(run_dir: str | Path, agent: str) -> Path:
     return Path(run_dir) / PROGRESS_DIR / f"{safe}.jsonl"
 
 
-def _number(x: Any) -> float | None:
+def number(x: Any) -> float | None:
+    """``x`` as a float, or None where it is missing, not a number or NaN (progress and run listings)."""
     try:
         v = float(x)
     except (TypeError, ValueError):
@@ -93,8 +94,8 @@ class ProgressWriter:
              passes: bool | None = None) -> None:  # fmt: skip
         """One unit of work judged; ``speedup``/``psnr``/``passes`` feed the "best so far"."""
         self.done += 1
-        psnr_v = _number(psnr)
-        self._write("item", done=self.done, label=str(label)[:200], speedup=_number(speedup),
+        psnr_v = number(psnr)
+        self._write("item", done=self.done, label=str(label)[:200], speedup=number(speedup),
                     psnr=None if psnr_v is None else (psnr_v if math.isfinite(psnr_v) else "inf"),
                     passes=passes)  # fmt: skip
 

@@ -12,14 +12,13 @@ terminal, by Ray actors on other machines or by this app's own background decisi
 from __future__ import annotations
 
 import json
-import math
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sol.agent.progress import AgentProgress, read_progress
+from sol.agent.progress import AgentProgress, number, read_progress
 
 RECENT_S = 120.0  # a checkpoint written this recently, with no finished state: still running
 
@@ -82,19 +81,11 @@ class RunView:
             "status": self.status,
             "speedup": c.get("speedup") if c else None,
             "interval": c.get("interval") if c else None,
-            "psnr_min": _db(c.get("psnr_min")) if c else None,
+            "psnr_min": number(c.get("psnr_min")) if c else None,
             "candidate": c.get("id") if c else None,
             "gate": gate,
             "plan": bool(self.plan_path),
         }
-
-
-def _db(x: Any) -> float | None:
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return None
-    return v if not math.isnan(v) else None
 
 
 def _state(status: str, agents: list[AgentProgress], busy: bool, last_write: float) -> str:
