@@ -234,8 +234,18 @@ def create_app(runs_dir: Path, *, access_token: str | None = None, bind_host: st
                          "reload it and decide again")  # fmt: skip
         return run_dir, data
 
-    def refuse_busy(request: Request, e: SolError) -> HTMLResponse:
-        return error(request, 409, str(e))
+    async def submit(
+        request: Request, run_id: str, run_dir: Path, action: str, by: str, work, detail: str
+    ) -> Response:
+        """Start a decision in the background (one per run at a time), then show the run's page;
+        a run no longer waiting, or already being decided, is refused (409)."""
+        try:
+            await run_in_threadpool(_still_waiting, reader, run_dir, decisions)
+            decisions.submit(run_id, action, by, work, detail=detail)
+        except (DecisionBusy, SolError) as e:
+            return error(request, 409, str(e))
+        shown = {"approve": "approving", "reject": "rejecting"}[action]
+        return RedirectResponse(f"/runs/{run_id}?m={shown}", status_code=303)
 
     @app.post("/runs/{run_id}/approve")
     async def approve(request: Request, run_id: str):
@@ -252,12 +262,7 @@ def create_app(runs_dir: Path, *, access_token: str | None = None, bind_host: st
         def work():
             return driver.approve(run_id, candidate, by=by, note=note, runs_dir=runs_dir)
 
-        try:
-            await run_in_threadpool(_still_waiting, reader, run_dir, decisions)
-            decisions.submit(run_id, "approve", by, work, detail=candidate or "the best candidate")
-        except (DecisionBusy, SolError) as e:
-            return refuse_busy(request, e)
-        return RedirectResponse(f"/runs/{run_id}?m=approving", status_code=303)
+        return await submit(request, run_id, run_dir, "approve", by, work, candidate or "the best candidate")
 
     @app.post("/runs/{run_id}/reject")
     async def reject(request: Request, run_id: str):
@@ -284,12 +289,7 @@ def create_app(runs_dir: Path, *, access_token: str | None = None, bind_host: st
         def work():
             return driver.reject(run_id, fb, candidate=candidate, by=by, runs_dir=runs_dir)
 
-        try:
-            await run_in_threadpool(_still_waiting, reader, run_dir, decisions)
-            decisions.submit(run_id, "reject", by, work, detail=_feedback_text(fb))
-        except (DecisionBusy, SolError) as e:
-            return refuse_busy(request, e)
-        return RedirectResponse(f"/runs/{run_id}?m=rejecting", status_code=303)
+        return await submit(request, run_id, run_dir, "reject", by, work, _feedback_text(fb))
 
     return app
 
