@@ -27,7 +27,7 @@ EFFORT: dict[str, dict] = {
     "quick": {"screen_runs": 1, "halving": (), "refine_rounds": 2, "top_k": 2, "repeats": 5, "max_pairs": 8,
               "max_evals": 4, "finalists": 3},
     "standard": {"screen_runs": 2, "halving": (4,), "refine_rounds": 4, "top_k": 2, "repeats": 5,
-                 "max_pairs": 10, "max_evals": 6, "finalists": 4},
+                 "max_pairs": 10, "max_evals": 8, "finalists": 4},
     "thorough": {"screen_runs": 2, "halving": (4,), "refine_rounds": 6, "top_k": 5, "repeats": 8,
                  "max_pairs": 20, "max_evals": 12, "finalists": 5},
 }  # fmt: skip

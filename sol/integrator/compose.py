@@ -9,7 +9,8 @@ Search (``run``):
 
 1. each family's fastest part that beat the baseline (interval above 1.0) — its quality evidence
    comes from its own search on the same split, so it is not evaluated again;
-2. greedy stacking by predicted gain per dB lost; a stack whose quality screen fails is
+2. every pair of those parts, each judged once (most predicted gain per dB lost first), then
+   greedy growth of the best passing stack; a stack whose quality screen fails is
    *re-tuned*: its tunable part steps down its own ladder (the settings its search judged on
    the whole split, fastest first) until the stack passes — the knob follows what is left of the
    budget once another part has spent some of it;
@@ -259,6 +260,19 @@ class Integrator:
             speed = total / (fixed + (t - fixed) * factor)
         return speed
 
+    def _score(self, trial: list[Part], base_speed: float, base_psnr: float) -> float:
+        """Predicted gain per dB lost of ``trial`` over a stack at ``base_speed``/``base_psnr``."""
+        speed, psnr = predict(trial)
+        gain = math.log(max(speed, 1e-9) / max(base_speed, 1e-9))
+        return gain / max(0.1, (base_psnr - psnr) if math.isfinite(base_psnr) else 0.1)
+
+    def _retuned(self, trial: list[Part]) -> tuple[Composition | None, list[Part]]:
+        """``trial`` re-tuned until it passes (its parts as re-tuned), or None and ``trial``."""
+        comp = self._retune(trial)
+        if comp is None:
+            return None, trial
+        return comp, [Part(f, r) for f, r in zip(comp.families, self._parts_of(comp), strict=True)]
+
     def _evaluate(self, parts: list[Part]) -> Composition | None:
         configs = [c for p in parts for c in p.configs]
         try:
@@ -334,40 +348,53 @@ class Integrator:
         if not singles:
             self.out.log.append("no skill has a candidate within the quality budget that beat the baseline")
             return self.out
-        best, parts = max(singles, key=lambda s: s[0].predicted_speedup)
-        stacks = [(best, parts)]
-        # Greedy stacking by predicted gain per dB lost; a failing stack is re-tuned.
+        stacks = list(singles)
+        # Every pair of singles first, each judged once. Building only on the fastest single left
+        # pairs of the others unjudged: a fresh-clone make demo built on token pruning, spent its
+        # budget re-tuning pruning under the cache, and never judged fusion on the chosen cache.
+        pairs = []
+        for i, (ca, pa) in enumerate(singles):
+            for cb, pb in singles[i + 1 :]:
+                if self._composes([*pa, *pb]):
+                    base = max((ca, cb), key=lambda c: c.predicted_speedup)
+                    pairs.append(
+                        (self._score([*pa, *pb], base.predicted_speedup, base.result.psnr), [*pa, *pb])
+                    )
+        pairs.sort(key=lambda o: -o[0])
+        failed = []
+        for _score, trial in pairs:
+            comp = self._evaluate(trial)
+            if comp is not None and comp.passes:
+                stacks.append((comp, trial))
+            elif comp is not None:
+                failed.append(trial)
+        best, parts = max(stacks, key=lambda s: s[0].predicted_speedup)
+        # Greedy growth of the best stack by predicted gain per dB lost; a failing stack is re-tuned.
         while True:
             options = []
             for fam, front in self.fronts.items():
                 for r in front[:1]:
-                    if any(p.family == fam and p.result.label == r.label for p in parts) or math.isinf(
-                        r.psnr
-                    ):
+                    if any(p.family == fam for p in parts) or math.isinf(r.psnr):
                         continue  # lossless parts join at the end
                     trial = [*parts, Part(fam, r)]
-                    if not self._composes(trial):
-                        continue
-                    speed, psnr = predict(trial)
-                    gain = math.log(max(speed, 1e-9) / max(best.predicted_speedup, 1e-9))
-                    cost = max(0.1, (best.result.psnr - psnr) if math.isfinite(best.result.psnr) else 0.1)
-                    options.append((gain / cost, trial))
+                    if self._composes(trial):
+                        options.append((self._score(trial, best.predicted_speedup, best.result.psnr), trial))
             improved = False
             for _score, trial in sorted(options, key=lambda o: -o[0]):
                 comp = self._evaluate(trial)
                 if comp is not None and not comp.passes:
-                    comp = self._retune(trial)
-                    trial = (
-                        [Part(f, r) for f, r in zip(comp.families, self._parts_of(comp), strict=True)]
-                        if comp
-                        else trial
-                    )
+                    comp, trial = self._retuned(trial)
                 if comp is not None and comp.passes and comp.predicted_speedup > best.predicted_speedup:
                     best, parts, improved = comp, trial, True
                     stacks.append((comp, trial))
                     break
             if not improved:
                 break
+        # What budget is left re-tunes the pairs that failed, most promising first.
+        for trial in failed:
+            comp, trial = self._retuned(trial)
+            if comp is not None and comp.passes:
+                stacks.append((comp, trial))
         # Lossless parts on top of the best stacks, when seams allow.
         for _comp, parts0 in sorted(stacks, key=lambda s: -s[0].predicted_speedup)[:2]:
             for fam, front in self.fronts.items():

@@ -80,3 +80,27 @@ def test_a_broken_technique_search_does_not_sink_its_family(tiny, tiny_workload)
         assert "boom" in front.unavailable["test.broken_search"]
     finally:
         unregister_skill(Broken)
+
+
+def test_every_pair_of_singles_is_judged_not_only_stacks_on_the_fastest(tiny, tiny_workload):
+    """A fresh-clone make demo built its stacks on token pruning (the fastest single), spent its budget
+    re-tuning pruning under the cache, and never judged fusion on the chosen cache: pairs come first."""
+    from sol.skills.token_pruning.step_prune import StepPruneConfig
+
+    ev = Evaluator(tiny, tiny_workload, repeats=1, warmup=0, timing=False)
+    parts = {
+        "token_pruning": ev.evaluate([StepPruneConfig(keep=0.5)]),
+        "cache": ev.evaluate([BlockResidualCacheConfig(threshold=0.3, leading_blocks=1, warmup_steps=1)]),
+        "quantization": ev.evaluate([QuantizeLinear(scheme="int8_dynamic")]),
+    }
+    for speed, r in zip((1.8, 1.6, 1.2), parts.values(), strict=True):
+        assert r.ok, r.reason
+        # Pretend settled gains so the integrator stacks them; timing is not under test.
+        r.speedup, r.timing = speed, {"interval": [speed - 0.1, speed + 0.1], "beats_baseline": True}
+        r.fidelity["psnr"] = 60.0
+    integ = Integrator({f: [r] for f, r in parts.items()}, ev, min_psnr=0.0, max_evals=4).run()
+    judged = {frozenset(c.families) for c in integ.compositions}
+    for pair in (("token_pruning", "cache"), ("token_pruning", "quantization"), ("cache", "quantization")):
+        assert frozenset(pair) in judged, integ.log
+    # The fourth evaluation grows the best pair into the triple.
+    assert frozenset(parts) in judged, integ.log
