@@ -71,11 +71,8 @@ def test_pause_at_approval_then_approve_from_another_process(tmp_path, workload)
     runs = _sol("runs", "--runs-dir", str(tmp_path / "runs"), cwd=tmp_path)
     assert out.run_dir.name in runs.stdout and "done" in runs.stdout
 
-    p = _sol("apply", str(out.run_dir / "plan.json"), "--prompt", "a red circle moving right", "--out", "a.mp4",
-             cwd=tmp_path)  # fmt: skip
-    assert p.returncode == 0 and (tmp_path / "a.mp4").stat().st_size > 0, p.stderr[-2000:]
-
-    # The plan re-applies in a fresh process and reproduces the measured outputs.
+    # The plan re-applies in a fresh process and reproduces the measured outputs (`sol apply` itself
+    # is tested in tests/test_cli.py; a third process here cost ~20 s of a loaded CI run).
     check = f"""
 import numpy as np, sol, torch, json
 from sol.models import load_model
@@ -150,7 +147,8 @@ def test_kill_mid_run_then_resume_without_redoing_finished_skills(tmp_path, work
 def test_actor_killed_mid_search_is_reported_and_run_completes(tmp_path, workload):
     import ray
 
-    victim = "skill-quantization"
+    # The cache agent dies (its search is the longer one); quantization's short search survives.
+    victim = "skill-cache"
     stop = threading.Event()
 
     def killer():
@@ -177,11 +175,11 @@ def test_actor_killed_mid_search_is_reported_and_run_completes(tmp_path, workloa
         stop.set()
         t.join()
     failed = out.values.get("failed", {})
-    assert "quantization" in failed and "died twice" in failed["quantization"]
+    assert "cache" in failed and "died twice" in failed["cache"]
     # The run completes. Whether the survivors beat the baseline is a timing matter (on a loaded CI
     # machine no interval may clear 1.0): either a plan without the dead skill, or no plan and why.
     assert out.status.startswith(("done: approved", "finished: no candidate")), out.status
     if out.plan:
-        assert "quantization" not in json.loads(Path(out.plan).read_text())["techniques"][0]["kind"]
+        assert not json.loads(Path(out.plan).read_text())["techniques"][0]["kind"].startswith("cache.")
     report = (out.run_dir / "report.html").read_text()
-    assert "quantization" in report
+    assert "Skills that failed" in report and "<b>cache</b>: " in report
