@@ -409,3 +409,7 @@ def test_refine_bisects_toward_the_floor(tiny, tiny_workload):
     m = TokenMergeConfig(ratio=0.2)
     assert [c.ratio for c in skill_for(m).refine(ctx, [_result(m, 40.0, 1.2)])] == [0.3, 0.4]
     assert skill_for(m).refine(ctx, [_result(m, 20.0, 0.9)]) == []
+    # A bracket narrower than a tenth of the passing level has converged (the cache's rule).
+    c = StepPruneConfig(keep=0.722, keep_end=0.241, full_steps=full)
+    d = StepPruneConfig(keep=0.7, keep_end=0.234, full_steps=full)
+    assert skill_for(c).refine(ctx, [_result(c, 30.5, 1.45), _result(d, 29.9, 1.47)]) == []
