@@ -147,10 +147,11 @@ def _interval_text(r: CandidateResult) -> str:
 
 
 def _interaction(result: CandidateResult, pred_speed: float, pred_psnr: float) -> str | None:
-    if not result.ok or result.speedup is None:
+    """What a stack lost against the product of its parts: speed once raced, quality once judged."""
+    if not result.ok:
         return None
     notes = []
-    if result.speedup < SPEEDUP_SHORTFALL * pred_speed:
+    if result.speedup is not None and result.speedup < SPEEDUP_SHORTFALL * pred_speed:
         notes.append(
             f"speedup {result.speedup:.2f}x vs {pred_speed:.2f}x predicted: they overlap"
             " (one removes work the other would have sped up)"
@@ -297,6 +298,8 @@ class Integrator:
         speed = self._predict(parts, result)
         comp = Composition(cid, [p.family for p in parts], [p.result.label for p in parts], result, speed, psnr,
                            reused=reused)  # fmt: skip
+        if len(parts) > 1:  # its quality interaction is known now; its speed one once it is raced
+            comp.interaction = _interaction(result, speed, psnr)
         self._seen[key] = comp
         self.out.compositions.append(comp)
         verdict = (

@@ -104,3 +104,8 @@ def test_every_pair_of_singles_is_judged_not_only_stacks_on_the_fastest(tiny, ti
         assert frozenset(pair) in judged, integ.log
     # The fourth evaluation grows the best pair into the triple.
     assert frozenset(parts) in judged, integ.log
+    # A stack's quality interaction is reported once it is judged, raced or not.
+    for c in integ.compositions:
+        if len(c.families) > 1 and c.result.psnr < c.predicted_psnr - 2.0:
+            assert "errors compound" in (c.interaction or ""), (c.id, c.interaction)
+    assert any(len(c.families) > 1 and c.interaction for c in integ.compositions), integ.log
