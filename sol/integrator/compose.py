@@ -356,8 +356,9 @@ class Integrator:
         # pairs of the others unjudged: a fresh-clone make demo built on token pruning, spent its
         # budget re-tuning pruning under the cache, and never judged fusion on the chosen cache.
         pairs = []
-        for i, (ca, pa) in enumerate(singles):
-            for cb, pb in singles[i + 1 :]:
+        lossy = [(c, ps) for c, ps in singles if not math.isinf(ps[0].result.psnr)]  # exact: at the end
+        for i, (ca, pa) in enumerate(lossy):
+            for cb, pb in lossy[i + 1 :]:
                 if self._composes([*pa, *pb]):
                     base = max((ca, cb), key=lambda c: c.predicted_speedup)
                     pairs.append(
