@@ -405,6 +405,8 @@ class Integrator:
                 for r in front:
                     if not math.isinf(r.psnr) or any(p.result.label == r.label for p in parts0):
                         continue
+                    if (r.predicted_speedup or 1.0) < 1.0:
+                        continue  # exact but slower by its own counted work (a profile that kept all dense)
                     trial = [*parts0, Part(fam, r)]
                     if self._composes(trial):
                         self._evaluate(trial)
