@@ -39,6 +39,12 @@ def test_prediction_prices_each_kind_of_counted_work():
     sparse = cm.predict(cm.baseline_calls, {"attention_pairs": 25, "attention_pairs_dense": 100})
     assert pruned.seconds < sparse.seconds < full.seconds
     assert math.isclose(full.seconds - sparse.seconds, 400 * 0.01 * 0.5 * 0.75)
+    # Calls a compiled block hid from their probes are counted by the fusion skill, and priced.
+    hidden = {"transformer": 50, "blocks": 200}  # a cache skipped half the blocks; attention compiled
+    fused = {f"fused_calls.{k}": 200 for k in ("self_attention", "cross_attention", "text_kv_projection")}
+    assert math.isclose(cm.predict(hidden, fused).seconds, half.seconds)
+    split = {**hidden, "self_attention": 150}  # some blocks ran their attention outside the graph
+    assert math.isclose(cm.predict(split, {**fused, "fused_calls.self_attention": 50}).seconds, half.seconds)
     # A cost per unit of work (another precision) is not counted: it must be timed.
     q = cm.predict(cm.baseline_calls, seams={"linear_precision"})
     assert not q.modelled and "linear_precision" in q.why
