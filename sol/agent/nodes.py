@@ -340,7 +340,15 @@ def _decide(c: dict, gate_passed: bool, has_validation: bool) -> dict:
         why.append("not timed")
     elif not beats:
         lo, hi = (timing.get("interval") or [math.nan, math.nan])[:2]
-        why.append(f"speedup {c['speedup']:.2f}x, interval {lo:.2f}-{hi:.2f}x does not lie above 1.0")
+        losing = {k: v for k, v in (timing.get("by_clock") or {}).items() if v is not None and v <= 1.0}
+        if lo > 1.0 and losing:  # the interval cleared 1.0 on the steadier clock; another clock read a loss
+            clock, v = min(losing.items(), key=lambda kv: kv[1])
+            why.append(
+                f"speedup {c['speedup']:.2f}x ({timing.get('clock')} clock, interval {lo:.2f}-{hi:.2f}x), "
+                f"but the {clock} clock reads {v:.2f}x: a loss on one clock is never approved"
+            )
+        else:
+            why.append(f"speedup {c['speedup']:.2f}x, interval {lo:.2f}-{hi:.2f}x does not lie above 1.0")
     val = c.get("validation")
     if has_validation:
         if not val or not val.get("checked"):

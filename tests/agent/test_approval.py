@@ -124,6 +124,11 @@ def test_approval_needs_gate_interval_above_one_and_the_held_out_check():
     not_checked = {**_cand((1.3, 1.6)), "validation": {"checked": False}}
     assert "not re-checked on the held-out split" in _decide(not_checked, True, True)["why"]
     assert not _decide(_cand((1.3, 1.6)), False, True)["passed"]
+    # make demo: thread CPU time cleared 1.0 (1.11-1.39x) while the wall clock read 0.83x.
+    split = _cand((1.11, 1.39))
+    split["timing"].update(beats_baseline=False, clock="cpu", by_clock={"cpu": 1.29, "wall": 0.83})
+    d = _decide(split, True, True)
+    assert not d["passed"] and "the wall clock reads 0.83x" in d["why"] and "does not lie" not in d["why"]
 
 
 def test_manual_approval_of_a_candidate_that_does_not_qualify_is_refused(monkeypatch, tmp_path):
