@@ -122,7 +122,7 @@ def unmeasured(dimensions: list[str] | tuple[str, ...], weights: str | Path | No
     for dim, reason in measurable(dimensions, weights).items():
         if reason is None:
             continue
-        missing = [rel for rel in WEIGHTS.get(dim, ()) if not (cache / rel).is_file()]
+        missing = missing_weights(dim, cache)
         if missing:  # the one a user can fix: say where Sol looked and how to point it elsewhere
             where = (
                 f"--vbench-weights {cache}"
@@ -150,6 +150,11 @@ def find_vbench_python(vbench_python: str | Path | None = None) -> Path | None:
     return None
 
 
+def missing_weights(dimension: str, cache: Path) -> list[str]:
+    """The checkpoint files ``dimension`` needs that ``cache`` lacks (paths relative to it)."""
+    return [rel for rel in WEIGHTS.get(dimension, ()) if not (cache / rel).is_file()]
+
+
 def dimension_status(dimension: str, cache_dir: Path | None = None) -> str | None:
     """None when ``dimension`` can run from local files, else why not (never downloads)."""
     if dimension in STANDARD_PROMPTS_ONLY:
@@ -157,7 +162,7 @@ def dimension_status(dimension: str, cache_dir: Path | None = None) -> str | Non
     if dimension not in WEIGHTS:
         return f"not available: unknown VBench dimension (known: {', '.join(sorted(WEIGHTS))})"
     cache = cache_dir or vbench_cache_dir()
-    missing = [rel for rel in WEIGHTS[dimension] if not (cache / rel).is_file()]
+    missing = missing_weights(dimension, cache)
     if missing:
         return f"not available: weights missing ({', '.join(str(cache / m) for m in missing)})"
     return None
