@@ -17,8 +17,6 @@ import re
 import shutil
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 from unittest import mock
 
@@ -59,31 +57,6 @@ def progress_svg(run_dir: Path, at: float, out: Path) -> Path:
     return out
 
 
-class _Server:
-    def __init__(self, runs_dir: Path):
-        import socket
-
-        import uvicorn
-
-        from sol.review.app import create_app
-
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.server = uvicorn.Server(uvicorn.Config(create_app(runs_dir), log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
-
-    def __enter__(self) -> _Server:
-        self.thread.start()
-        while not self.server.started:
-            time.sleep(0.05)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs_dir", type=Path)
@@ -96,6 +69,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     from playwright.sync_api import sync_playwright
 
+    from sol.review.app import create_app, running
+
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         # A copy: the screenshots never touch the run itself.
@@ -103,12 +78,12 @@ def main(argv: list[str] | None = None) -> None:
         shutil.copytree(args.runs_dir / args.run_id, runs / args.run_id, symlinks=True)
         progress_run = args.runs_dir / (args.progress_from or args.run_id)
         svg = progress_svg(progress_run, args.at, Path(tmp) / "progress.svg")
-        with _Server(runs) as server, sync_playwright() as p:
+        with running(create_app(runs)) as url, sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1280, "height": 800}, device_scale_factor=1)
-            page.goto(server.url + "/")
+            page.goto(url + "/")
             page.screenshot(path=str(args.out / "review-runs.png"), full_page=True)
-            page.goto(f"{server.url}/runs/{args.run_id}")
+            page.goto(f"{url}/runs/{args.run_id}")
             page.wait_for_selector("#approve-form")
             page.frame_locator("iframe.report").locator("h1").first.wait_for()  # the framed report
             page.wait_for_timeout(3000)  # its videos' first frames
@@ -119,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
             page.screenshot(path=str(args.out / "review-run.png"))
             # The report's videos, side by side (its own page, as the run page links it).
             page.set_viewport_size({"width": 1280, "height": 900})
-            page.goto(f"{server.url}/runs/{args.run_id}/report#videos")
+            page.goto(f"{url}/runs/{args.run_id}/report#videos")
             page.wait_for_timeout(3000)
             page.screenshot(path=str(args.out / "review-videos.png"))
             # rich's SVG has a viewBox and no size: show it at its own size, then shoot the page.

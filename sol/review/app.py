@@ -15,8 +15,10 @@ import json
 import math
 import secrets
 import socket
+import threading
 import time
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode
@@ -332,12 +334,37 @@ def check_bind(host: str, token: str | None) -> None:
         )
 
 
-def serve(app: FastAPI, host: str = "127.0.0.1", port: int = 8765, *, sock: socket.socket | None = None,
-          log_level: str = "warning") -> None:  # fmt: skip
-    """Serve ``app`` with uvicorn until interrupted (``sock``: an already bound socket, e.g. port 0)."""
+def _server(app: FastAPI, host: str, port: int, log_level: str):
     import uvicorn
 
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
                             server_header=False, proxy_headers=False)  # fmt: skip
-    server = uvicorn.Server(config)
-    server.run(sockets=[sock] if sock is not None else None)
+    return uvicorn.Server(config)
+
+
+def serve(app: FastAPI, host: str = "127.0.0.1", port: int = 8765, *, sock: socket.socket | None = None,
+          log_level: str = "warning") -> None:  # fmt: skip
+    """Serve ``app`` with uvicorn until interrupted (``sock``: an already bound socket, e.g. port 0)."""
+    _server(app, host, port, log_level).run(sockets=[sock] if sock is not None else None)
+
+
+@contextmanager
+def running(app: FastAPI, *, log_level: str = "warning", start_timeout_s: float = 30.0) -> Iterator[str]:
+    """``app`` served as ``serve`` serves it, in a background thread on a free loopback port, for the
+    block's duration; yields its URL (the tests' server, and the docs' screenshots)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = _server(app, "127.0.0.1", port, log_level)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + start_timeout_s
+        while not server.started:
+            if time.monotonic() > deadline or not thread.is_alive():
+                raise SolError(f"the review app did not start on 127.0.0.1:{port}")
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import http.client
 import json
 import re
-import socket
 import subprocess
 import threading
 import time
@@ -20,49 +19,23 @@ from pathlib import Path
 import httpx
 import pytest
 
+from sol.review.app import create_app, running
+
 CHROMIUM = Path("/usr/bin/chromium")
 # The flags /work/.library/env/machines/python.md lists as known to work here (no network, no sandbox as root).
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
 
 
-class Server:
-    """The app on a real uvicorn server in a thread, bound to 127.0.0.1 on a free port."""
-
-    def __init__(self, runs_dir: Path, token: str | None = None):
-        import uvicorn
-
-        from sol.review.app import create_app
-
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.app = create_app(runs_dir, access_token=token)
-        config = uvicorn.Config(self.app, log_level="warning", access_log=False)
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
-
-    def __enter__(self) -> Server:
-        self.thread.start()
-        deadline = time.time() + 30
-        while not self.server.started:
-            assert time.time() < deadline, "uvicorn did not start"
-            time.sleep(0.05)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
-
-
 @pytest.fixture(scope="module")
 def server(runs):
-    with Server(runs[0]) as s:
-        yield s
+    """The app's URL, served by `sol serve`'s own uvicorn settings in a thread on a free loopback port."""
+    with running(create_app(runs[0])) as url:
+        yield url
 
 
-def _client(server: Server) -> httpx.Client:
-    return httpx.Client(base_url=server.url, follow_redirects=False, timeout=60)
+def _client(server: str) -> httpx.Client:
+    return httpx.Client(base_url=server, follow_redirects=False, timeout=60)
 
 
 def _form(html: str) -> dict[str, str]:
@@ -89,7 +62,7 @@ def test_the_listing_shows_a_paused_run_and_approve_in_chromium_exports_its_plan
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.goto(server.url + "/")
+            page.goto(server + "/")
             row = page.locator(f'tr[data-run="{run}"]')
             assert "awaiting approval" in row.inner_text() and "pass" in row.inner_text()
             assert re.search(r"\d\.\d\dx", row.locator("td.num").first.inner_text())  # a speedup, e.g. 1.62x
@@ -142,7 +115,7 @@ def test_traversal_and_unknown_run_ids_get_404(runs, server, tmp_path):
     (outside / "run.json").write_text("{}")
     (runs_dir / "sneaky").symlink_to(outside)  # a run folder that points out of the runs folder
     paths = ["..%2F..%2Fetc%2Fpasswd", "%2e%2e", "..", ".hidden", "nope", "sneaky", "a%00b", "x" * 300]
-    host, port = server.url.removeprefix("http://").split(":")
+    host, port = server.removeprefix("http://").split(":")
 
     def raw(method: str, path: str) -> tuple[int, str]:
         # http.client sends the path as written (httpx would normalise "/runs/.." to "/").
@@ -269,11 +242,11 @@ def test_default_bind_is_loopback_and_other_addresses_need_a_token(runs, server,
 
 def test_an_access_token_guards_every_request(runs):
     token = "t0ken-of-at-least-16-chars"
-    with Server(runs[0], token=token) as s, httpx.Client(base_url=s.url, timeout=60) as c:
+    with running(create_app(runs[0], access_token=token)) as url, httpx.Client(base_url=url, timeout=60) as c:
         assert c.get("/").status_code == 401 and c.get("/healthz").status_code == 401
         assert c.get("/?token=wrong-token-wrong-token").status_code == 401
         r = c.get(f"/?token={token}")
         assert r.status_code == 303 and r.headers["location"] == "/"  # the token leaves the address bar
         assert c.get("/").status_code == 200  # the cookie stands for it from now on
-        with httpx.Client(base_url=s.url, timeout=60) as script:
+        with httpx.Client(base_url=url, timeout=60) as script:
             assert script.get("/healthz", headers={"Authorization": f"Bearer {token}"}).status_code == 200
