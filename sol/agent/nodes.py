@@ -126,7 +126,7 @@ class Nodes:
     # --- gate -----------------------------------------------------------------------------
     def gate(self, state: RunState) -> dict:
         from sol.quality.gate import gate
-        from sol.quality.vbench import GATE_DIMENSIONS, run_vbench, unmeasured
+        from sol.quality.vbench import GATE_DIMENSIONS, not_scored, run_vbench, unmeasured
 
         spec, settings = state["spec"], state["settings"]
         run_dir = Path(spec["run_dir"])
@@ -146,9 +146,7 @@ class Nodes:
         not_measured = unmeasured(dims, weights)
         vb = run_vbench(flat, [d for d in dims if d not in not_measured], spec.get("vbench_python"),
                         workdir=run_dir / "vbench" / f"round-{rnd}", weights=weights)  # fmt: skip
-        not_measured.update(
-            {d: str(r.get("reason", "not available")) for d, r in vb.items() if "score" not in r}
-        )
+        not_measured.update(not_scored(vb))
         not_measured = {d: not_measured[d] for d in dims if d in not_measured}
         n = len(baseline)
 

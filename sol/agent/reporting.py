@@ -93,7 +93,9 @@ def _vbench_summary(cand_file: dict, spec: dict) -> dict:
     base = cand_file.get("vbench_baseline") or {}
     not_measured = cand_file.get("vbench_not_measured")
     if not_measured is None:  # a run from before the gate recorded them: the baseline's reasons
-        not_measured = {d: str(r.get("reason", "not available")) for d, r in base.items() if "score" not in r}
+        from sol.quality.vbench import not_scored
+
+        not_measured = not_scored(base)
     return {
         "measured": [d for d, r in base.items() if "score" in r],
         "not_measured": not_measured,

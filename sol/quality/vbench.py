@@ -134,6 +134,11 @@ def unmeasured(dimensions: list[str] | tuple[str, ...], weights: str | Path | No
     return out
 
 
+def not_scored(results: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """The dimensions of a ``run_vbench`` result that got no score, each with VBench's reason."""
+    return {d: str(r.get("reason", "not available")) for d, r in results.items() if "score" not in r}
+
+
 def find_vbench_python(vbench_python: str | Path | None = None) -> Path | None:
     """The VBench interpreter: the argument, ``$SOL_VBENCH_PYTHON``, then ``.venv-vbench/bin/python``
     in the current folder or beside the ``sol`` package (a source checkout). None when none exists."""
