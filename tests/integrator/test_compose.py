@@ -117,3 +117,25 @@ def test_every_pair_of_singles_is_judged_not_only_stacks_on_the_fastest(tiny, ti
         if len(c.families) > 1 and c.result.psnr < c.predicted_psnr - 2.0:
             assert "errors compound" in (c.interaction or ""), (c.id, c.interaction)
     assert any(len(c.families) > 1 and c.interaction for c in integ.compositions), integ.log
+
+
+def test_a_failing_pair_is_retuned_down_the_ladder_to_the_budget_left(tiny, tiny_workload):
+    """The cache's fastest setting stacked on int8 misses the floor; the integrator steps the cache
+    down its ladder (the settings its search judged) until the stack passes, and keeps that stack."""
+    ev = Evaluator(tiny, tiny_workload, repeats=1, warmup=0, timing=False)
+    int8 = QuantizeLinear(scheme="int8_dynamic")
+    cfgs = [BlockResidualCacheConfig(threshold=t, leading_blocks=1, warmup_steps=1) for t in (0.6, 0.2, 0.05)]
+    fast, mid, gentle = ladder = [ev.evaluate([c]) for c in cfgs]  # fastest first, as a search's ladder
+    quant = ev.evaluate([int8])
+    pairs = [ev.evaluate([c, int8]) for c in cfgs]
+    floor = (pairs[0].psnr + fast.psnr) / 2  # every single clears it; int8 on the fastest cache does not
+    assert pairs[0].psnr < floor < min(fast.psnr, mid.psnr, quant.psnr), ([p.psnr for p in pairs], floor)
+    assert pairs[1].psnr < floor < pairs[2].psnr, ([p.psnr for p in pairs], floor)  # two steps down
+    for r, speed in ((fast, 1.8), (mid, 1.5), (gentle, 1.2), (quant, 1.3)):
+        # Pretend settled gains so the integrator stacks them; timing is not under test.
+        r.speedup, r.timing = speed, {"interval": [speed - 0.1, speed + 0.1], "beats_baseline": True}
+    fronts = {"cache": [fast], "quantization": [quant]}
+    integ = Integrator(fronts, ev, min_psnr=floor, max_evals=4, ladders={"cache": ladder}).run()
+    assert f"re-tuned cache to {gentle.label} for the remaining budget" in integ.log, integ.log
+    stacked = [c for c in integ.compositions if len(c.families) == 2 and c.passes]
+    assert [sorted(c.parts) for c in stacked] == [sorted([gentle.label, quant.label])], integ.log
