@@ -267,13 +267,6 @@ class Integrator:
         gain = math.log(max(speed, 1e-9) / max(base_speed, 1e-9))
         return gain / max(0.1, (base_psnr - psnr) if math.isfinite(base_psnr) else 0.1)
 
-    def _retuned(self, trial: list[Part]) -> tuple[Composition | None, list[Part]]:
-        """``trial`` re-tuned until it passes (its parts as re-tuned), or None and ``trial``."""
-        comp = self._retune(trial)
-        if comp is None:
-            return None, trial
-        return comp, [Part(f, r) for f, r in zip(comp.families, self._parts_of(comp), strict=True)]
-
     def _evaluate(self, parts: list[Part]) -> Composition | None:
         configs = [c for p in parts for c in p.configs]
         try:
@@ -314,8 +307,9 @@ class Integrator:
         self.progress(comp)
         return comp
 
-    def _retune(self, parts: list[Part]) -> Composition | None:
-        """Step the most lossy tunable part down its ladder until the stack passes (or the budget ends)."""
+    def _retuned(self, parts: list[Part]) -> tuple[Composition | None, list[Part]]:
+        """Step the most lossy tunable part down its ladder until the stack passes (or the budget ends):
+        the passing composition and its parts, or None and ``parts``."""
         order = sorted(range(len(parts)), key=lambda i: parts[i].result.psnr)
         for i in order:
             fam = parts[i].family
@@ -327,11 +321,11 @@ class Integrator:
                 trial = [*parts[:i], Part(fam, r), *parts[i + 1 :]]
                 comp = self._evaluate(trial)
                 if comp is None:
-                    return None
+                    return None, parts
                 if comp.passes:
                     self.out.log.append(f"re-tuned {fam} to {r.label} for the remaining budget")
-                    return comp
-        return None
+                    return comp, trial
+        return None, parts
 
     # --- the search ---------------------------------------------------------------------------
 
@@ -413,10 +407,6 @@ class Integrator:
         self._race()
         self._validate()
         return self.out
-
-    def _parts_of(self, comp: Composition) -> list[CandidateResult]:
-        by_label = {r.label: r for rs in [*self.fronts.values(), *self.ladders.values()] for r in rs}
-        return [by_label[label] for label in comp.parts]
 
     def _race(self) -> None:
         lost = {r.label for r in self.losers.values()}
