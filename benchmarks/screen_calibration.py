@@ -1,0 +1,153 @@
+"""How well does the quality screen predict the worst video on prompts the search never saw?
+
+For every candidate a finished run screened (its skills' ``screened`` lists), this generates all
+videos of the workload's search split *and* of its held-out split, and writes their per-video PSNR.
+``--analyse`` then replays the screen: from the videos the screen saw (the first ``k`` of the
+screening order, or the whole search split) each bound model predicts the worst held-out video, and
+the table shows how often the held-out worst clears the bound (its coverage, against the screen's
+stated confidence) and by how many dB it clears it on average (its slack).
+
+    python -m benchmarks.screen_calibration --run runs/<id> --shard 0/2 --out /tmp/cal0.json &
+    python -m benchmarks.screen_calibration --run runs/<id> --shard 1/2 --out /tmp/cal1.json
+    python -m benchmarks.screen_calibration --analyse /tmp/cal0.json /tmp/cal1.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+import warnings
+from pathlib import Path
+
+
+def _videos(res) -> list[float]:
+    return [float(v.get("psnr", math.nan)) for v in res.fidelity.get("videos", [])]
+
+
+def measure(args) -> None:
+    from sol.bench.evaluate import Evaluator
+    from sol.hardware import configure_cpu_threads
+    from sol.models import load_model
+    from sol.skills.base import config_from_dict
+    from sol.workload import load_workload
+
+    configure_cpu_threads()
+    spec = json.loads((args.run / "run.json").read_text())
+    wl = load_workload(spec.get("workload") or "default")
+    held = wl.validation()
+    loaded = load_model(spec.get("model") or "sol-tiny-wan", layers=spec.get("layers"))
+    search = Evaluator(loaded, wl, timing=False)
+    unseen = Evaluator(loaded, held, timing=False)
+    order = search.screening_order()
+    cands = []
+    for fam in args.families:
+        f = args.run / "skills" / f"{fam}.json"
+        if f.is_file():
+            cands += [r for r in json.loads(f.read_text())["screened"] if r.get("ok")]
+    i, n = (int(x) for x in args.shard.split("/"))
+    rows, t0 = [], time.perf_counter()
+    for j, r in enumerate(cands):
+        if j % n != i:
+            continue
+        configs = [config_from_dict(t) for t in r["techniques"]]
+        a, b = search.evaluate(configs, timing=False), unseen.evaluate(configs, timing=False)
+        rows.append({"label": r["label"], "kind": r["techniques"][0]["kind"],
+                     "predicted_speedup": (r.get("predicted") or {}).get("speedup"),
+                     "search": _videos(a), "held_out": _videos(b)})
+        print(f"{time.perf_counter() - t0:6.0f}s {r['label'][:70]:<70} search worst {min(rows[-1]['search']):5.1f}"
+              f"  held-out worst {min(rows[-1]['held_out']):5.1f}", flush=True)
+        args.out.write_text(json.dumps({"screening_order": order, "rows": rows}, indent=1))
+
+
+def analyse(paths: list[Path], floor: float = 30.0) -> dict:
+    """Replay the screen on the measured candidates; print and return its coverage and slack."""
+    import numpy as np
+
+    from sol.integrator.screening import POOL_BAND, PSNR_CAP, Screen
+
+    rows, order = [], None
+    for p in paths:
+        d = json.loads(p.read_text())
+        rows += d["rows"]
+        order = d["screening_order"]
+
+    class R:  # the piece of a CandidateResult the screen reads
+        def __init__(self, label, psnrs):
+            self.label, self.ok, self.reason = label, True, None
+            self.fidelity = {"videos": [{"psnr": x} for x in psnrs]}
+            self.psnr = min(psnrs)
+
+    cap = lambda xs: [min(x, PSNR_CAP) for x in xs]  # noqa: E731
+    out = {"candidates": len(rows)}
+    for k in (2, len(order)):
+        seen_idx = order[:k]
+        sc = Screen(min_psnr=floor, unseen=8)
+        for r in rows:  # pool as a search does: every candidate's seen videos
+            sc.observe(R(r["label"], cap([r["search"][i] for i in seen_idx])))
+        print(f"\nscreen on {k} of {len(order)} search videos · pooled spread "
+              f"{sc.pooled[0]:.2f} dB ({sc.pooled[1]} df)" if sc.pooled else "")  # fmt: skip
+        print(f"{'candidate':<64} {'seen':>5} {'bound':>6} {'search':>6} {'held':>6}  verdicts")
+        tally = {"n": 0, "cover_search": 0, "cover_held": 0, "agree_search": 0, "agree_held": 0}
+        slack_s, slack_h = [], []
+        for r in rows:
+            seen = cap([r["search"][i] for i in seen_idx])
+            if min(seen) < floor - POOL_BAND or min(seen) >= PSNR_CAP:
+                continue  # far below the floor, or exact: no decision to predict
+            bound, _ = sc.predicted_worst(R(r["label"], seen))
+            ws, wh = min(cap(r["search"])), min(cap(r["held_out"]))
+            tally["n"] += 1
+            tally["cover_search"] += ws >= bound
+            tally["cover_held"] += wh >= bound
+            tally["agree_search"] += (bound >= floor) == (ws >= floor)
+            tally["agree_held"] += (bound >= floor) == (wh >= floor)
+            slack_s.append(ws - bound)
+            slack_h.append(wh - bound)
+            verdict = "pass" if bound >= floor else "fail"
+            print(f"{r['label'][:64]:<64} {min(seen):5.1f} {bound:6.1f} {ws:6.1f} {wh:6.1f}  screen {verdict}, "
+                  f"search {'pass' if ws >= floor else 'fail'}, held-out {'pass' if wh >= floor else 'fail'}")
+        n = tally["n"]
+        if n:
+            print(f"bound under the worst video: search split {tally['cover_search']}/{n}, held-out "
+                  f"{tally['cover_held']}/{n} (stated: 80%) · median slack {np.median(slack_s):.1f} dB search, "
+                  f"{np.median(slack_h):.1f} dB held-out · verdict agrees with the search split's gate "
+                  f"{tally['agree_search']}/{n}, the held-out's {tally['agree_held']}/{n}")  # fmt: skip
+        out[f"screen_{k}"] = {**tally, "pooled_spread": sc.pooled[0] if sc.pooled else None,
+                              "median_slack_search": float(np.median(slack_s)) if slack_s else None,
+                              "median_slack_held": float(np.median(slack_h)) if slack_h else None}  # fmt: skip
+    # How much of the spread across videos is the video (the same for every candidate)?
+    x = np.array([cap(r["search"]) for r in rows if min(r["search"]) >= floor - POOL_BAND])
+    h = np.array([cap(r["held_out"]) for r in rows if min(r["search"]) >= floor - POOL_BAND])
+    if len(x) >= 3:
+        a = x.mean(1, keepdims=True)
+        b = (x - a).mean(0)
+        res = x - a - b
+        sr = float(np.sqrt((res**2).sum() / ((x.shape[0] - 1) * (x.shape[1] - 1))))
+        print(f"\ntwo-way fit over {len(x)} candidates x {x.shape[1]} search videos: video effects "
+              f"{np.round(b, 1).tolist()} dB (spread {b.std(ddof=1):.1f}); residual spread {sr:.1f} dB · "
+              f"held-out mean minus search mean: median {np.median(h.mean(1) - x.mean(1)):+.1f} dB")  # fmt: skip
+        out["two_way"] = {"video_effects": b.tolist(), "residual_spread": sr,
+                          "held_minus_search_mean": float(np.median(h.mean(1) - x.mean(1)))}  # fmt: skip
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run", type=Path)
+    ap.add_argument("--families", nargs="*", default=["cache"])
+    ap.add_argument("--shard", default="0/1")
+    ap.add_argument("--out", type=Path, default=Path("screen-calibration.json"))
+    ap.add_argument("--analyse", nargs="*", type=Path)
+    args = ap.parse_args()
+    warnings.filterwarnings("ignore")
+    if args.analyse:
+        out = analyse(args.analyse)
+        if args.out != ap.get_default("out"):
+            args.out.write_text(json.dumps(out, indent=1))
+    else:
+        measure(args)
+
+
+if __name__ == "__main__":
+    main()
