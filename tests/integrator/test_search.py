@@ -56,6 +56,18 @@ def test_the_screen_keeps_a_margin_measured_from_the_spread():
     assert held.judge(spread)["passes"] and not held.judge(_res("low", [29.9, 40.0]))["passes"]
 
 
+def test_a_nearly_exact_video_does_not_drag_the_predicted_worst_down():
+    # FirstBlockCache 0.05 on sol-tiny-wan: one prompt where the cache never fired (exact), seven
+    # at 42-58 dB; its worst held-out video was 48 dB. The two-sided spread had put the bound at 22.
+    sc = Screen(min_psnr=30.0, unseen=8)
+    seen = [51.8, 58.3, 44.6, 42.6, 43.8, 54.2, 45.2]
+    with_exact, with_typical = _res("a", seen + [math.inf]), _res("b", seen + [50.0])
+    exact, typical = sc.predicted_worst(with_exact)[0], sc.predicted_worst(with_typical)[0]
+    assert abs(exact - typical) < 2.0 and sc.judge(with_exact)["passes"]
+    # The lower spread of two videos is their usual sample spread: pairs screen as they did.
+    assert sc.predicted_worst(_res("pair", [40.0, 44.0]))[1] == pytest.approx(math.sqrt(8.0))
+
+
 def test_bisection_follows_the_screen_not_the_seen_worst():
     class R:
         def __init__(self, t, psnr, passes):
