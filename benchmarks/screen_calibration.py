@@ -116,6 +116,30 @@ def analyse(paths: list[Path], floor: float = 30.0) -> dict:
         out[f"screen_{k}"] = {**tally, "pooled_spread": sc.pooled[0] if sc.pooled else None,
                               "median_slack_search": float(np.median(slack_s)) if slack_s else None,
                               "median_slack_held": float(np.median(slack_h)) if slack_h else None}  # fmt: skip
+    # The funnel as a search runs it: 2 videos, then 4, then the whole split (Screen.full_videos).
+    def stage(k):
+        sc = Screen(min_psnr=floor, unseen=8, full_videos=len(order))
+        for r in rows:
+            sc.observe(R(r["label"], cap([r["search"][i] for i in order[:k]])))
+        return lambda r: sc.judge(R(r["label"], cap([r["search"][i] for i in order[:k]])))["passes"]
+
+    stages = [stage(k) for k in (2, 4, len(order))]
+    gate = lambda r: min(cap(r["search"]) + cap(r["held_out"])) >= floor  # noqa: E731
+    kept = rows
+    for k, st in zip((2, 4, len(order)), stages, strict=True):
+        kept = [r for r in kept if st(r)]
+        print(f"funnel: {len(kept)} of {len(rows)} kept after {k} videos")
+    fastest = max(kept, key=lambda r: r.get("predicted_speedup") or 0, default=None)
+    best_gate = max((r for r in rows if gate(r)), key=lambda r: r.get("predicted_speedup") or 0, default=None)
+    if fastest is not None:
+        print(f"funnel survivors failing the gate on either split: {sum(not gate(r) for r in kept)} · fastest "
+              f"survivor {fastest['predicted_speedup']:.2f}x ({fastest['label'][:60]})")  # fmt: skip
+    if best_gate is not None:
+        print(f"fastest candidate passing the gate on both splits: {best_gate['predicted_speedup']:.2f}x "
+              f"({best_gate['label'][:60]})")  # fmt: skip
+    out["funnel"] = {"kept": len(kept), "failing_gate": sum(not gate(r) for r in kept),
+                     "fastest": fastest and fastest["predicted_speedup"],
+                     "fastest_passing_gate": best_gate and best_gate["predicted_speedup"]}  # fmt: skip
     # How much of the spread across videos is the video (the same for every candidate)?
     x = np.array([cap(r["search"]) for r in rows if min(r["search"]) >= floor - POOL_BAND])
     h = np.array([cap(r["held_out"]) for r in rows if min(r["search"]) >= floor - POOL_BAND])

@@ -139,6 +139,7 @@ def search_skill(
     elif not _budget_dict(budget).get("min_psnr"):
         budget = {**_budget_dict(budget), "min_psnr": context.min_psnr}
     sc = Screen.for_budget(budget, plan.unseen)
+    sc.full_videos = len(full.runs)  # cheap screens filter at EARLY_CONFIDENCE; the whole split holds CONFIDENCE
     floor = sc.min_psnr
     skills = skills_by_family().get(family, [])
     cheap = screen if screen is not None and screen is not full else full

@@ -68,6 +68,21 @@ def test_a_nearly_exact_video_does_not_drag_the_predicted_worst_down():
     assert sc.predicted_worst(_res("pair", [40.0, 44.0]))[1] == pytest.approx(math.sqrt(8.0))
 
 
+def test_cheap_screens_filter_at_the_early_confidence_and_the_whole_split_holds_the_stated_one():
+    from sol.integrator.screening import CONFIDENCE, EARLY_CONFIDENCE
+
+    strict, staged = Screen(min_psnr=30.0, unseen=8), Screen(min_psnr=30.0, unseen=8, full_videos=8)
+    for sc in (strict, staged):
+        for i in range(8):  # a pooled spread of about 4 dB
+            sc.observe(_res(f"p{i}", [37.0, 43.0]))
+    pair = _res("pair", [40.0, 43.0])
+    assert EARLY_CONFIDENCE < CONFIDENCE
+    # Two videos of eight: kept for more videos, where the stated confidence would have dropped it.
+    assert staged.judge(pair)["passes"] and not strict.judge(pair)["passes"]
+    whole = _res("whole", [40.0, 43.0, 36.0, 44.0, 41.0, 35.0, 42.0, 39.0])
+    assert staged.predicted_worst(whole) == strict.predicted_worst(whole)
+
+
 def test_bisection_follows_the_screen_not_the_seen_worst():
     class R:
         def __init__(self, t, psnr, passes):
