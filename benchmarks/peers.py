@@ -1,7 +1,7 @@
 """Sol's approved plan beside every tuned peer, on held-out prompts, in one process, interleaved.
 
-Peers, each swept over its knobs from gentle to aggressive on the workload's *validation split*
-(prompts and seeds Sol's search never saw):
+Peers, each swept over its knobs from gentle to aggressive, and judged on the workload's
+*validation split* (prompts and seeds Sol's search never saw):
 
 - diffusers FirstBlockCache (threshold), TaylorSeer (interval x warm-up, the adapter's blocks as
   cache identifiers), MagCache (ratios from its own ``calibrate=True`` run, the way its docs say:
