@@ -197,8 +197,12 @@ def main() -> None:
     ap.add_argument("--min-pairs", type=int, default=5)
     ap.add_argument("--max-pairs", type=int, default=12)
     ap.add_argument("--quick", action="store_true", help="every other sweep point")
-    ap.add_argument("--tune-on", choices=("search", "held-out"), default="search",
-                    help="the split each peer is tuned on (default: the search prompts Sol saw)")
+    ap.add_argument(
+        "--tune-on",
+        choices=("search", "held-out"),
+        default="search",
+        help="the split each peer is tuned on (default: the search prompts Sol saw)",
+    )
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = ap.parse_args()
     warnings.filterwarnings("ignore")

@@ -53,11 +53,20 @@ def measure(args) -> None:
             continue
         configs = [config_from_dict(t) for t in r["techniques"]]
         a, b = search.evaluate(configs, timing=False), unseen.evaluate(configs, timing=False)
-        rows.append({"label": r["label"], "kind": r["techniques"][0]["kind"],
-                     "predicted_speedup": (r.get("predicted") or {}).get("speedup"),
-                     "search": _videos(a), "held_out": _videos(b)})
-        print(f"{time.perf_counter() - t0:6.0f}s {r['label'][:70]:<70} search worst {min(rows[-1]['search']):5.1f}"
-              f"  held-out worst {min(rows[-1]['held_out']):5.1f}", flush=True)
+        rows.append(
+            {
+                "label": r["label"],
+                "kind": r["techniques"][0]["kind"],
+                "predicted_speedup": (r.get("predicted") or {}).get("speedup"),
+                "search": _videos(a),
+                "held_out": _videos(b),
+            }
+        )
+        print(
+            f"{time.perf_counter() - t0:6.0f}s {r['label'][:70]:<70} search worst {min(rows[-1]['search']):5.1f}"
+            f"  held-out worst {min(rows[-1]['held_out']):5.1f}",
+            flush=True,
+        )
         args.out.write_text(json.dumps({"screening_order": order, "rows": rows}, indent=1))
 
 
@@ -105,8 +114,10 @@ def analyse(paths: list[Path], floor: float = 30.0) -> dict:
             slack_s.append(ws - bound)
             slack_h.append(wh - bound)
             verdict = "pass" if bound >= floor else "fail"
-            print(f"{r['label'][:64]:<64} {min(seen):5.1f} {bound:6.1f} {ws:6.1f} {wh:6.1f}  screen {verdict}, "
-                  f"search {'pass' if ws >= floor else 'fail'}, held-out {'pass' if wh >= floor else 'fail'}")
+            print(
+                f"{r['label'][:64]:<64} {min(seen):5.1f} {bound:6.1f} {ws:6.1f} {wh:6.1f}  screen {verdict}, "
+                f"search {'pass' if ws >= floor else 'fail'}, held-out {'pass' if wh >= floor else 'fail'}"
+            )
         n = tally["n"]
         if n:
             print(f"bound under the worst video: search split {tally['cover_search']}/{n}, held-out "
@@ -116,6 +127,7 @@ def analyse(paths: list[Path], floor: float = 30.0) -> dict:
         out[f"screen_{k}"] = {**tally, "pooled_spread": sc.pooled[0] if sc.pooled else None,
                               "median_slack_search": float(np.median(slack_s)) if slack_s else None,
                               "median_slack_held": float(np.median(slack_h)) if slack_h else None}  # fmt: skip
+
     # The funnel as a search runs it: 2 videos, then 4, then the whole split (Screen.full_videos).
     def stage(k):
         sc = Screen(min_psnr=floor, unseen=8, full_videos=len(order))
