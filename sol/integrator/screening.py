@@ -110,6 +110,12 @@ def lower_deviations(psnrs: list[float]) -> tuple[float, list[float], int]:
     return m, [x - m for x in psnrs if x < m], len(psnrs) - 1
 
 
+def lower_spread(groups: list[tuple[list[float], int]]) -> tuple[float, int]:
+    """(spread, degrees of freedom) from one or more ``(lower deviations, df)`` groups."""
+    df = sum(d for _low, d in groups)
+    return math.sqrt(2 * sum(x * x for low, _d in groups for x in low) / df), df
+
+
 def _psnrs(result) -> list[float]:
     out = []
     for v in result.fidelity.get("videos", []):
@@ -163,10 +169,9 @@ class Screen:
     def pooled(self) -> tuple[float, int] | None:
         """(pooled lower spread, its degrees of freedom), or None before two candidates' worth of videos."""
         groups = list(self._pool.values())
-        df = sum(d for _low, d in groups)
-        if df < 3:
+        if sum(d for _low, d in groups) < 3:
             return None
-        return (float(math.sqrt(2 * sum(x * x for low, _d in groups for x in low) / df)), df)
+        return lower_spread(groups)
 
     def predicted_worst(self, result) -> tuple[float, float]:
         """(predicted worst PSNR over ``unseen`` new videos, the spread it used)."""
@@ -180,7 +185,7 @@ class Screen:
         n, pooled = len(p), self.pooled
         m, low, own_df = lower_deviations(p)
         if n >= MIN_OWN or (pooled is None and n >= 2):
-            spread, df = math.sqrt(2 * sum(x * x for x in low) / own_df), own_df
+            spread, df = lower_spread([(low, own_df)])
         elif pooled is not None:
             spread, df = pooled
         else:
