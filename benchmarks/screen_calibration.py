@@ -3,9 +3,10 @@
 For every candidate a finished run screened (its skills' ``screened`` lists), this generates all
 videos of the workload's search split *and* of its held-out split, and writes their per-video PSNR.
 ``--analyse`` then replays the screen: from the videos the screen saw (the first ``k`` of the
-screening order, or the whole search split) each bound model predicts the worst held-out video, and
-the table shows how often the held-out worst clears the bound (its coverage, against the screen's
-stated confidence) and by how many dB it clears it on average (its slack).
+screening order, or the whole search split) it predicts the worst unseen video, and the table shows
+how often the worst video of each split clears that bound (its coverage, against the screen's
+stated confidence), by how many dB at the median (its slack), and what the search's funnel of 2, 4
+and then all videos keeps.
 
     python -m benchmarks.screen_calibration --run runs/<id> --shard 0/2 --out /tmp/cal0.json &
     python -m benchmarks.screen_calibration --run runs/<id> --shard 1/2 --out /tmp/cal1.json
@@ -89,19 +90,26 @@ def analyse(paths: list[Path], floor: float = 30.0) -> dict:
             self.psnr = min(psnrs)
 
     cap = lambda xs: [min(x, PSNR_CAP) for x in xs]  # noqa: E731
+
+    def seen_by(r, k: int) -> list[float]:  # the first k videos of the screening order
+        return cap([r["search"][i] for i in order[:k]])
+
+    def pooled_screen(k: int, **kw) -> Screen:  # pooled as a search pools: every candidate's seen videos
+        sc = Screen(min_psnr=floor, unseen=8, **kw)
+        for r in rows:
+            sc.observe(R(r["label"], seen_by(r, k)))
+        return sc
+
     out = {"candidates": len(rows)}
     for k in (2, len(order)):
-        seen_idx = order[:k]
-        sc = Screen(min_psnr=floor, unseen=8)
-        for r in rows:  # pool as a search does: every candidate's seen videos
-            sc.observe(R(r["label"], cap([r["search"][i] for i in seen_idx])))
+        sc = pooled_screen(k)
         print(f"\nscreen on {k} of {len(order)} search videos · pooled spread "
               f"{sc.pooled[0]:.2f} dB ({sc.pooled[1]} df)" if sc.pooled else "")  # fmt: skip
         print(f"{'candidate':<64} {'seen':>5} {'bound':>6} {'search':>6} {'held':>6}  verdicts")
         tally = {"n": 0, "cover_search": 0, "cover_held": 0, "agree_search": 0, "agree_held": 0}
         slack_s, slack_h = [], []
         for r in rows:
-            seen = cap([r["search"][i] for i in seen_idx])
+            seen = seen_by(r, k)
             if min(seen) < floor - POOL_BAND or min(seen) >= PSNR_CAP:
                 continue  # far below the floor, or exact: no decision to predict
             bound, _ = sc.predicted_worst(R(r["label"], seen))
@@ -129,27 +137,22 @@ def analyse(paths: list[Path], floor: float = 30.0) -> dict:
                               "median_slack_held": float(np.median(slack_h)) if slack_h else None}  # fmt: skip
 
     # The funnel as a search runs it: 2 videos, then 4, then the whole split (Screen.full_videos).
-    def stage(k):
-        sc = Screen(min_psnr=floor, unseen=8, full_videos=len(order))
-        for r in rows:
-            sc.observe(R(r["label"], cap([r["search"][i] for i in order[:k]])))
-        return lambda r: sc.judge(R(r["label"], cap([r["search"][i] for i in order[:k]])))["passes"]
-
-    stages = [stage(k) for k in (2, 4, len(order))]
     gate = lambda r: min(cap(r["search"]) + cap(r["held_out"])) >= floor  # noqa: E731
     kept = rows
-    for k, st in zip((2, 4, len(order)), stages, strict=True):
-        kept = [r for r in kept if st(r)]
+    for k in (2, 4, len(order)):
+        sc = pooled_screen(k, full_videos=len(order))
+        kept = [r for r in kept if sc.judge(R(r["label"], seen_by(r, k)))["passes"]]
         print(f"funnel: {len(kept)} of {len(rows)} kept after {k} videos")
+    failing = sum(not gate(r) for r in kept)
     fastest = max(kept, key=lambda r: r.get("predicted_speedup") or 0, default=None)
     best_gate = max((r for r in rows if gate(r)), key=lambda r: r.get("predicted_speedup") or 0, default=None)
     if fastest is not None:
-        print(f"funnel survivors failing the gate on either split: {sum(not gate(r) for r in kept)} · fastest "
+        print(f"funnel survivors failing the gate on either split: {failing} · fastest "
               f"survivor {fastest['predicted_speedup']:.2f}x ({fastest['label'][:60]})")  # fmt: skip
     if best_gate is not None:
         print(f"fastest candidate passing the gate on both splits: {best_gate['predicted_speedup']:.2f}x "
               f"({best_gate['label'][:60]})")  # fmt: skip
-    out["funnel"] = {"kept": len(kept), "failing_gate": sum(not gate(r) for r in kept),
+    out["funnel"] = {"kept": len(kept), "failing_gate": failing,
                      "fastest": fastest and fastest["predicted_speedup"],
                      "fastest_passing_gate": best_gate and best_gate["predicted_speedup"]}  # fmt: skip
     # How much of the spread across videos is the video (the same for every candidate)?
