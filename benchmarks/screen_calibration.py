@@ -5,8 +5,9 @@ videos of the workload's search split *and* of its held-out split, and writes th
 ``--analyse`` then replays the screen: from the videos the screen saw (the first ``k`` of the
 screening order, or the whole search split) it predicts the worst unseen video, and the table shows
 how often the worst video of each split clears that bound (its coverage, against the screen's
-stated confidence), by how many dB at the median (its slack), and what the search's funnel of 2, 4
-and then all videos keeps.
+stated confidence), by how many dB at the median (its slack), the coverage of the worst of the
+search videos left out (the bound's measured level), and what the search's funnel of 2, 4 and then
+all videos keeps, with the videos it spends.
 
     python -m benchmarks.screen_calibration --run runs/<id> --shard 0/2 --out /tmp/cal0.json &
     python -m benchmarks.screen_calibration --run runs/<id> --shard 1/2 --out /tmp/cal1.json
@@ -75,7 +76,10 @@ def analyse(paths: list[Path], floor: float = 30.0) -> dict:
     """Replay the screen on the measured candidates; print and return its coverage and slack."""
     import numpy as np
 
-    from sol.integrator.screening import POOL_BAND, PSNR_CAP, Screen
+    from sol.integrator.screening import CONFIDENCE, EARLY_CONFIDENCE, POOL_BAND, PSNR_CAP, Screen
+    from sol.integrator.skill_search import MIN_PREDICTED, SearchPlan
+
+    top_k = SearchPlan().top_k
 
     rows, order = [], None
     for p in paths:
@@ -129,32 +133,76 @@ def analyse(paths: list[Path], floor: float = 30.0) -> dict:
         n = tally["n"]
         if n:
             print(f"bound under the worst video: search split {tally['cover_search']}/{n}, held-out "
-                  f"{tally['cover_held']}/{n} (stated: 80%) · median slack {np.median(slack_s):.1f} dB search, "
+                  f"{tally['cover_held']}/{n} (stated: {sc.confidence:.0%}) · median slack {np.median(slack_s):.1f} dB search, "
                   f"{np.median(slack_h):.1f} dB held-out · verdict agrees with the search split's gate "
                   f"{tally['agree_search']}/{n}, the held-out's {tally['agree_held']}/{n}")  # fmt: skip
         out[f"screen_{k}"] = {**tally, "pooled_spread": sc.pooled[0] if sc.pooled else None,
                               "median_slack_search": float(np.median(slack_s)) if slack_s else None,
                               "median_slack_held": float(np.median(slack_h)) if slack_h else None}  # fmt: skip
 
-    # The funnel as a search runs it: 2 videos, then 4, then the whole split (Screen.full_videos).
+    # Leave-out coverage within the search split: from k videos, the worst of the other 8 - k. The
+    # videos are exchangeable here (one split), so the coverage measures the bound's nominal level.
+    rng = np.random.default_rng(0)
+    n_all = len(order)
+    out["leave_out"] = {}
+    print("\nleave-out within the search split: coverage of the worst unseen video (median slack)")
+    for k in (2, 4):
+        splits = [sorted(rng.choice(n_all, k, replace=False).tolist()) for _ in range(20)]
+        for conf in (0.8, 0.65, 0.5, 0.2):
+            cover, slack = [], []
+            for sp in splits:
+                sc = Screen(min_psnr=floor, unseen=n_all - k, confidence=conf)
+                seen = {r["label"]: cap([r["search"][i] for i in sp]) for r in rows}
+                for r in rows:
+                    sc.observe(R(r["label"], seen[r["label"]]))
+                for r in rows:
+                    if min(r["search"]) < floor - POOL_BAND or min(seen[r["label"]]) >= PSNR_CAP:
+                        continue
+                    bound, _ = sc.predicted_worst(R(r["label"], seen[r["label"]]))
+                    rest = min(cap([x for i, x in enumerate(r["search"]) if i not in sp]))
+                    cover.append(rest >= bound)
+                    slack.append(rest - bound)
+            if cover:
+                print(f"  {k} seen, nominal {conf:.0%}: {np.mean(cover):.0%} ({np.median(slack):.1f} dB), "
+                      f"{len(cover)} cases")  # fmt: skip
+                out["leave_out"][f"{k}@{conf}"] = {"coverage": float(np.mean(cover)),
+                                                   "median_slack": float(np.median(slack))}  # fmt: skip
+
+    # The funnel as a search runs it (skill_search._halve): the candidates passing on 2 videos,
+    # fastest predicted first, extended to 4 until 2 * top_k pass there, then to the whole split
+    # until top_k do; at the module's confidences and at the earlier 50% / 80%.
     gate = lambda r: min(cap(r["search"]) + cap(r["held_out"])) >= floor  # noqa: E731
-    kept = rows
-    for k in (2, 4, len(order)):
-        sc = pooled_screen(k, full_videos=len(order))
-        kept = [r for r in kept if sc.judge(R(r["label"], seen_by(r, k)))["passes"]]
-        print(f"funnel: {len(kept)} of {len(rows)} kept after {k} videos")
-    failing = sum(not gate(r) for r in kept)
-    fastest = max(kept, key=lambda r: r.get("predicted_speedup") or 0, default=None)
     best_gate = max((r for r in rows if gate(r)), key=lambda r: r.get("predicted_speedup") or 0, default=None)
-    if fastest is not None:
-        print(f"funnel survivors failing the gate on either split: {failing} · fastest "
-              f"survivor {fastest['predicted_speedup']:.2f}x ({fastest['label'][:60]})")  # fmt: skip
+    for early, whole in ((EARLY_CONFIDENCE, CONFIDENCE), (0.5, 0.8)):
+        kw = {"full_videos": n_all, "confidence": whole, "early_confidence": early}
+        sc = pooled_screen(2, **kw)
+        kept = sorted(
+            (r for r in rows
+             if sc.judge(R(r["label"], seen_by(r, 2)))["passes"] and (r.get("predicted_speedup") or 0) >= MIN_PREDICTED),
+            key=lambda r: -(r.get("predicted_speedup") or 0),
+        )  # fmt: skip
+        videos, last = 2 * len(rows), 2
+        for k, cap_n in ((4, 2 * top_k), (n_all, top_k)):
+            sc, survivors = pooled_screen(k, **kw), []
+            for r in kept:
+                if len(survivors) >= cap_n:
+                    break
+                videos += k - last
+                if sc.judge(R(r["label"], seen_by(r, k)))["passes"]:
+                    survivors.append(r)
+            kept, last = survivors, k
+        failing = sum(not gate(r) for r in kept)
+        fastest = max(kept, key=lambda r: r.get("predicted_speedup") or 0, default=None)
+        print(f"\nfunnel at {early:.0%} early, {whole:.0%} on the whole split: {len(kept)} finalists, "
+              f"{videos} videos; failing the gate on either split: {failing}"
+              + (f" · fastest {fastest['predicted_speedup']:.2f}x ({fastest['label'][:60]})" if fastest else ""))  # fmt: skip
+        out[f"funnel_{early}_{whole}"] = {"kept": len(kept), "videos": videos, "failing_gate": failing,
+                                          "fastest": fastest and fastest["predicted_speedup"],
+                                          "fastest_passing_gate": best_gate and best_gate["predicted_speedup"]}  # fmt: skip
+    out["funnel"] = out[f"funnel_{EARLY_CONFIDENCE}_{CONFIDENCE}"]
     if best_gate is not None:
         print(f"fastest candidate passing the gate on both splits: {best_gate['predicted_speedup']:.2f}x "
               f"({best_gate['label'][:60]})")  # fmt: skip
-    out["funnel"] = {"kept": len(kept), "failing_gate": failing,
-                     "fastest": fastest and fastest["predicted_speedup"],
-                     "fastest_passing_gate": best_gate and best_gate["predicted_speedup"]}  # fmt: skip
     # How much of the spread across videos is the video (the same for every candidate)?
     x = np.array([cap(r["search"]) for r in rows if min(r["search"]) >= floor - POOL_BAND])
     h = np.array([cap(r["held_out"]) for r in rows if min(r["search"]) >= floor - POOL_BAND])

@@ -28,4 +28,11 @@ def test_the_replay_reports_coverage_and_what_the_funnel_keeps(tmp_path, capsys)
         and out["funnel"]["fastest"] <= out["funnel"]["fastest_passing_gate"]
     )
     assert abs(out["two_way"]["held_minus_search_mean"] - 4.0) < 1e-9
-    assert "funnel:" in capsys.readouterr().out
+    # The leave-out coverage is a share, and a lower nominal level never covers more.
+    lo = out["leave_out"]
+    assert all(0.0 <= v["coverage"] <= 1.0 for v in lo.values())
+    assert lo["4@0.2"]["coverage"] <= lo["4@0.8"]["coverage"]
+    # Successive halving spends the screens' 2 videos each and then extends only the fastest.
+    assert out["funnel"]["videos"] >= 2 * len(rows)
+    printed = capsys.readouterr().out
+    assert "funnel at 20% early, 65% on the whole split" in printed and "leave-out" in printed
