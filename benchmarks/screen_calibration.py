@@ -77,9 +77,10 @@ def analyse(paths: list[Path], floor: float = 30.0) -> dict:
     import numpy as np
 
     from sol.integrator.screening import CONFIDENCE, EARLY_CONFIDENCE, POOL_BAND, PSNR_CAP, Screen
-    from sol.integrator.skill_search import MIN_PREDICTED, SearchPlan
+    from sol.agent.jobs import EFFORT
+    from sol.integrator.skill_search import MIN_PREDICTED
 
-    top_k = SearchPlan().top_k
+    top_k = EFFORT["standard"]["top_k"]  # the finalists per family of `make demo`'s effort
 
     rows, order = [], None
     for p in paths:

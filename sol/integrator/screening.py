@@ -39,8 +39,9 @@ sol-tiny-wan, each generated on all 8 videos of both splits):
 - in the funnel's replay, at 50% early and 80% on the whole split, every setting predicted faster
   than 1.84x was dropped, though one at 2.12x kept 30 dB on both splits (33.1 dB worst on the search
   split, 39.5 dB held out; its whole-split bound at 80% is 28.4 dB). At 20% early and 65% on the
-  whole split the funnel reaches it for 4 more videos of 140 (successive halving extends only the
-  fastest), and none of its finalists fails the gate on either split.
+  whole split the funnel reaches it, with 122 videos instead of 128 (successive halving extends
+  only the fastest, as many as `make demo`'s effort keeps), and none of its finalists fails the
+  gate on either split.
 
 So the whole split's bound is a 65% one (about 70% measured): the screen picks finalists, and the
 held-out split's gate, exact on every video, decides; a finalist that fails it is replaced by the

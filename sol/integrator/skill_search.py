@@ -139,7 +139,8 @@ def search_skill(
     elif not _budget_dict(budget).get("min_psnr"):
         budget = {**_budget_dict(budget), "min_psnr": context.min_psnr}
     sc = Screen.for_budget(budget, plan.unseen)
-    sc.full_videos = len(full.runs)  # cheap screens filter at EARLY_CONFIDENCE; the whole split holds CONFIDENCE
+    # Cheap screens filter at the early confidence; the whole split holds the stated one.
+    sc.full_videos = len(full.runs)
     floor = sc.min_psnr
     skills = skills_by_family().get(family, [])
     cheap = screen if screen is not None and screen is not full else full
