@@ -76,8 +76,8 @@ def analyse(paths: list[Path], floor: float = 30.0) -> dict:
     """Replay the screen on the measured candidates; print and return its coverage and slack."""
     import numpy as np
 
-    from sol.integrator.screening import CONFIDENCE, EARLY_CONFIDENCE, POOL_BAND, PSNR_CAP, Screen
     from sol.agent.jobs import EFFORT
+    from sol.integrator.screening import CONFIDENCE, EARLY_CONFIDENCE, POOL_BAND, PSNR_CAP, Screen
     from sol.integrator.skill_search import MIN_PREDICTED
 
     top_k = EFFORT["standard"]["top_k"]  # the finalists per family of `make demo`'s effort
