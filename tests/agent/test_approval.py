@@ -88,10 +88,11 @@ def test_a_technique_that_slows_the_model_is_never_approved(tmp_path, slow_skill
     assert cands and not any(c["passed"] or c["beats_baseline"] for c in cands), cands
     assert "does not lie above 1.0" in cands[0]["why"]
     lo, _hi = cands[0]["interval"]
-    # Twice the block work (blocks are most of a generation) reads as a loss. The interval's upper
-    # end may still reach 1.0: the race drops a candidate measured below 1.02x after its 5 pairs,
-    # and on a loaded machine 5 pairs leave it wide (0.52-1.06x measured once here).
-    assert lo < 1.0 and cands[0]["speedup"] < 0.9
+    # What refuses it is the interval reaching below 1.0. Its median is not asserted: this is a
+    # unit test, not a benchmark, and 5 pairs on a loaded machine are wide (0.52-1.06x once, and
+    # 0.95x median, 0.68x at the low end, as the first test of a fresh-clone `make test`). The
+    # doubled work itself is checked below from the counted calls, which do not depend on the clock.
+    assert lo < 1.0
     front = json.loads((out.run_dir / "skills" / "testslow.json").read_text())
     timed = front["full"][0]
     assert (
