@@ -78,9 +78,10 @@ def analyse(paths: list[Path], floor: float = 30.0) -> dict:
 
     from sol.agent.jobs import EFFORT
     from sol.integrator.screening import CONFIDENCE, EARLY_CONFIDENCE, POOL_BAND, PSNR_CAP, Screen
-    from sol.integrator.skill_search import MIN_PREDICTED
+    from sol.integrator.skill_search import MIN_PREDICTED, SearchPlan
 
-    top_k = EFFORT["standard"]["top_k"]  # the finalists per family of `make demo`'s effort
+    e = EFFORT["standard"]  # `make demo`'s effort: its cheap screen, halving stages and finalists
+    plan = SearchPlan(screen_runs=e["screen_runs"], halving=tuple(e["halving"]), top_k=e["top_k"])
 
     rows, order = [], None
     for p in paths:
@@ -96,25 +97,27 @@ def analyse(paths: list[Path], floor: float = 30.0) -> dict:
 
     cap = lambda xs: [min(x, PSNR_CAP) for x in xs]  # noqa: E731
 
-    def seen_by(r, k: int) -> list[float]:  # the first k videos of the screening order
-        return cap([r["search"][i] for i in order[:k]])
+    def seen_by(r, idx: list[int]) -> list[float]:  # the search videos ``idx`` (capped)
+        return cap([r["search"][i] for i in idx])
 
-    def pooled_screen(k: int, **kw) -> Screen:  # pooled as a search pools: every candidate's seen videos
-        sc = Screen(min_psnr=floor, unseen=8, **kw)
+    def pooled_screen(
+        idx: list[int], **kw
+    ) -> Screen:  # pooled as a search pools: every candidate's seen videos
+        sc = Screen(min_psnr=floor, **{"unseen": 8, **kw})
         for r in rows:
-            sc.observe(R(r["label"], seen_by(r, k)))
+            sc.observe(R(r["label"], seen_by(r, idx)))
         return sc
 
     out = {"candidates": len(rows)}
     for k in (2, len(order)):
-        sc = pooled_screen(k)
+        sc = pooled_screen(order[:k])
         print(f"\nscreen on {k} of {len(order)} search videos · pooled spread "
               f"{sc.pooled[0]:.2f} dB ({sc.pooled[1]} df)" if sc.pooled else "")  # fmt: skip
         print(f"{'candidate':<64} {'seen':>5} {'bound':>6} {'search':>6} {'held':>6}  verdicts")
         tally = {"n": 0, "cover_search": 0, "cover_held": 0, "agree_search": 0, "agree_held": 0}
         slack_s, slack_h = [], []
         for r in rows:
-            seen = seen_by(r, k)
+            seen = seen_by(r, order[:k])
             if min(seen) < floor - POOL_BAND or min(seen) >= PSNR_CAP:
                 continue  # far below the floor, or exact: no decision to predict
             bound, _ = sc.predicted_worst(R(r["label"], seen))
@@ -152,14 +155,12 @@ def analyse(paths: list[Path], floor: float = 30.0) -> dict:
         for conf in (0.8, 0.65, 0.5, 0.2):
             cover, slack = [], []
             for sp in splits:
-                sc = Screen(min_psnr=floor, unseen=n_all - k, confidence=conf)
-                seen = {r["label"]: cap([r["search"][i] for i in sp]) for r in rows}
+                sc = pooled_screen(sp, unseen=n_all - k, confidence=conf)
                 for r in rows:
-                    sc.observe(R(r["label"], seen[r["label"]]))
-                for r in rows:
-                    if min(r["search"]) < floor - POOL_BAND or min(seen[r["label"]]) >= PSNR_CAP:
+                    seen = seen_by(r, sp)
+                    if min(r["search"]) < floor - POOL_BAND or min(seen) >= PSNR_CAP:
                         continue
-                    bound, _ = sc.predicted_worst(R(r["label"], seen[r["label"]]))
+                    bound, _ = sc.predicted_worst(R(r["label"], seen))
                     rest = min(cap([x for i, x in enumerate(r["search"]) if i not in sp]))
                     cover.append(rest >= bound)
                     slack.append(rest - bound)
@@ -169,27 +170,28 @@ def analyse(paths: list[Path], floor: float = 30.0) -> dict:
                 out["leave_out"][f"{k}@{conf}"] = {"coverage": float(np.mean(cover)),
                                                    "median_slack": float(np.median(slack))}  # fmt: skip
 
-    # The funnel as a search runs it (skill_search._halve): the candidates passing on 2 videos,
-    # fastest predicted first, extended to 4 until 2 * top_k pass there, then to the whole split
-    # until top_k do; at the module's confidences and at the earlier 50% / 80%.
+    # The funnel as a search runs it (skill_search._halve): the candidates passing the cheap screen,
+    # fastest predicted first, extended stage by stage (SearchPlan.stages) until each stage keeps
+    # its number; at the module's confidences and at the earlier 50% / 80%.
     gate = lambda r: min(cap(r["search"]) + cap(r["held_out"])) >= floor  # noqa: E731
     best_gate = max((r for r in rows if gate(r)), key=lambda r: r.get("predicted_speedup") or 0, default=None)
     for early, whole in ((EARLY_CONFIDENCE, CONFIDENCE), (0.5, 0.8)):
         kw = {"full_videos": n_all, "confidence": whole, "early_confidence": early}
-        sc = pooled_screen(2, **kw)
+        last = plan.screen_runs
+        sc = pooled_screen(order[:last], **kw)
         kept = sorted(
             (r for r in rows
-             if sc.judge(R(r["label"], seen_by(r, 2)))["passes"] and (r.get("predicted_speedup") or 0) >= MIN_PREDICTED),
+             if sc.judge(R(r["label"], seen_by(r, order[:last])))["passes"] and (r.get("predicted_speedup") or 0) >= MIN_PREDICTED),
             key=lambda r: -(r.get("predicted_speedup") or 0),
         )  # fmt: skip
-        videos, last = 2 * len(rows), 2
-        for k, cap_n in ((4, 2 * top_k), (n_all, top_k)):
-            sc, survivors = pooled_screen(k, **kw), []
+        videos = last * len(rows)
+        for k, cap_n in plan.stages(n_all):
+            sc, survivors = pooled_screen(order[:k], **kw), []
             for r in kept:
                 if len(survivors) >= cap_n:
                     break
                 videos += k - last
-                if sc.judge(R(r["label"], seen_by(r, k)))["passes"]:
+                if sc.judge(R(r["label"], seen_by(r, order[:k])))["passes"]:
                     survivors.append(r)
             kept, last = survivors, k
         failing = sum(not gate(r) for r in kept)

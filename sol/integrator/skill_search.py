@@ -45,6 +45,17 @@ class SearchPlan:
     timing_budget_s: float | None = None
     unseen: int = 8  # videos the screen predicts the worst of (the validation split's size)
 
+    def stages(self, n_full: int) -> list[tuple[int, int]]:
+        """Successive halving's ``(videos, candidates kept)`` per stage after the cheap screen:
+        twice the finalists at each intermediate stage, the finalists on the whole split.
+
+        >>> SearchPlan(top_k=2, halving=(4,)).stages(8)
+        [(4, 4), (8, 2)]
+        """
+        top = max(self.top_k, 1)
+        mid = [(n, 2 * top) for n in self.halving if self.screen_runs < n < n_full]
+        return mid + [(n_full, top)]
+
 
 @dataclass
 class SkillFront:
@@ -236,7 +247,6 @@ def _halve(out: SkillFront, sc: Screen, full: Evaluator, cheap: Evaluator, plan:
     """Successive halving on videos: the passing candidates, fastest predicted first, get more videos
     stage by stage; the ``top_k`` that pass on the whole split are the finalists."""
     n_full = len(full.runs)
-    stages = [n for n in plan.halving if plan.screen_runs < n < n_full] + [n_full]
     # Time only what can win: a candidate the cost model prices at no gain never reaches the race.
     pool = [
         r
@@ -246,9 +256,7 @@ def _halve(out: SkillFront, sc: Screen, full: Evaluator, cheap: Evaluator, plan:
     out.notes["predicted_no_gain"] = sum(
         1 for r in out.screened if r.ok and r.modelled and (r.predicted_speedup or 0) < MIN_PREDICTED
     )
-    for n in stages:
-        # Intermediate stages keep twice the finalists (the halving); the last keeps the finalists.
-        keep = max(plan.top_k, 1) * (1 if n == n_full else 2)
+    for n, keep in plan.stages(n_full):
         survivors = []
         for r in pool:
             if len(survivors) >= keep:
