@@ -148,7 +148,7 @@ def locality(loaded, workload) -> dict:
     """
     from types import SimpleNamespace
 
-    from sol.skills.sparse_attention._search import captured_qkv
+    from sol.skills.probe import captured_qkv
 
     ctx = SimpleNamespace(pipe=loaded.pipe, adapter=loaded.adapter, workload=workload)
     captured = captured_qkv(ctx)

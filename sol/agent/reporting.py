@@ -120,7 +120,8 @@ def _search_evidence(front: dict) -> dict:
          "predicted_worst": (r.get("screen") or {}).get("predicted_worst")}
         for r in front.get("full", []) if r.get("timing")
     ]  # fmt: skip
-    return {"screen": notes.get("screen") or {}, "timed": timed, "race": notes.get("race") or {}}
+    return {"screen": notes.get("screen") or {}, "timed": timed, "race": notes.get("race") or {},
+            "ceilings": notes.get("ceilings") or {}}  # fmt: skip
 
 
 def _workload_dict(spec: dict) -> dict:

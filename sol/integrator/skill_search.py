@@ -180,6 +180,13 @@ def search_skill(
             continue
         for option, why_not in skill.unavailable_options(context.hardware).items():
             out.unavailable[f"{kind}:{option}"] = why_not
+        ceiling = _ceiling(skill, context, full)
+        if ceiling is not None:
+            out.notes.setdefault("ceilings", {})[kind] = ceiling
+            if ceiling["speedup"] < MIN_PREDICTED:  # it cannot beat the baseline here: no video made
+                ceiling["skipped"] = True
+                out.unavailable[kind] = f"cannot beat the baseline on this hardware: {ceiling['why']}"
+                continue
         results: list[CandidateResult] = []
         try:
             results += [evaluate(c) for c in skill.search_space(context)]
@@ -227,6 +234,21 @@ def search_skill(
     if isinstance(context.notes.get(family), dict):
         out.notes.update(context.notes[family])  # the skill's own evidence (e.g. a sensitivity scan)
     return out
+
+
+def _ceiling(skill, context, full: Evaluator) -> dict | None:
+    """The technique's measured ceiling (``Skill.ceiling``) priced by the search's cost model, or
+    None (no cost model, nothing measured, or the probe failed: then the technique is searched)."""
+    cost_model = getattr(full, "cost_model", None)
+    if cost_model is None:
+        return None
+    try:
+        got = skill.ceiling(context, cost_model)
+    except Exception as e:  # noqa: BLE001 — a broken probe must not hide a technique: search it
+        return {"speedup": math.inf, "why": f"probe failed ({type(e).__name__}: {e}); searched anyway"}
+    if not got or not isinstance(got.get("speedup"), (int, float)):
+        return None
+    return dict(got)
 
 
 def _cfg_key(c) -> str:

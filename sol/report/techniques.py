@@ -16,8 +16,9 @@ def technique_support(run: dict[str, Any]) -> list[dict[str, str]]:
 
     ``status``: ``measured`` (the search evaluated it on this model), ``refused`` (the model lacks
     a capability it needs: ``why`` holds the family's reasons), ``failed`` (every evaluation
-    failed: the first reason), or ``not searched`` (its skill was not selected, or cannot run on
-    this hardware).
+    failed: the first reason), ``no gain here`` (a probe measured that it cannot beat the
+    baseline on this hardware, so no video was made: ``why`` holds the measurement), or
+    ``not searched`` (its skill was not selected, or cannot run on this hardware).
 
     >>> technique_support(run)[0]  # doctest: +SKIP
     {'kind': 'cache.block_residual', 'status': 'refused', 'why': 'needs block_residuals: ...'}
@@ -34,6 +35,13 @@ def technique_support(run: dict[str, Any]) -> list[dict[str, str]]:
         for p in pts or []:
             for t in p.get("techniques") or []:
                 points.setdefault(str(t.get("kind")), []).append(p)
+    # Techniques a probe showed cannot beat the baseline on this hardware (no video was made).
+    no_gain = {
+        kind: c
+        for ev in (run.get("search") or {}).values()
+        for kind, c in ((ev or {}).get("ceilings") or {}).items()
+        if isinstance(c, dict) and c.get("skipped")
+    }
     rows = []
     for kind, cls in sorted(registered_kinds().items()):
         skill = skill_for(cls.model_construct(kind=kind))
@@ -42,6 +50,8 @@ def technique_support(run: dict[str, Any]) -> list[dict[str, str]]:
         if lacking:
             why = "; ".join(f"needs {c}: {missing.get(c, 'not offered by this family')}" for c in lacking)
             rows.append({"kind": kind, "status": "refused", "why": why})
+        elif kind in no_gain and not mine:
+            rows.append({"kind": kind, "status": "no gain here", "why": str(no_gain[kind].get("why") or "")})
         elif mine and all(p.get("failed") for p in mine):
             rows.append({"kind": kind, "status": "failed", "why": str(mine[0].get("reason") or "")})
         elif mine:

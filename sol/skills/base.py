@@ -126,6 +126,12 @@ class Skill:
         """Second-round candidates from screening results (a local search); none by default."""
         return []
 
+    def ceiling(self, context: SearchContext, cost_model) -> dict | None:
+        """The most this technique could gain on this hardware, measured before any video is made
+        (``{"speedup": x, "why": "..."}``), or None when unknown (the default). The search skips a
+        technique whose ceiling cannot beat the baseline (``sol.integrator.skill_search``)."""
+        return None
+
     def examples(self) -> list[TechniqueConfig]:
         """A few cheap, valid configs the shared skill tests apply (at least one)."""
         raise NotImplementedError

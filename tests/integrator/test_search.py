@@ -152,3 +152,66 @@ def test_the_funnel_screens_cheap_halves_and_races_only_finalists(tiny, every_sk
     sc = front.notes["screen"]
     assert sc["full_evaluations"] >= 1 and 0 <= sc["pass_share"] <= 1
     assert front.front == [] or front.front[0] is timed[0]
+
+
+class Slow(TechniqueConfig):
+    """Test-only: a technique whose attention does the work twice (its probe must say so)."""
+
+    kind: Literal["test.slow_attention"] = "test.slow_attention"
+
+
+@pytest.fixture
+def slow_skill():
+    from sol.skills.probe import attention_ceiling, captured_qkv
+
+    @register_skill(Slow)
+    class SlowSkill(Skill):
+        name = "testslow"
+
+        def apply(self, pipe, config, adapter):  # never reached: the probe stops the search first
+            raise AssertionError("a technique that cannot pay was applied")
+
+        def examples(self):
+            return [Slow()]
+
+        def search_space(self, context):
+            return [Slow()]
+
+        def ceiling(self, context, cost_model):
+            _grid, qkvs = captured_qkv(context)
+            q, k, v = qkvs[0]
+            inner = list(context.adapter.self_attention_modules().values())[0].processor
+
+            def twice():
+                return [context.adapter.attend(inner, q, k, v) for _ in range(2)]
+
+            return attention_ceiling(context, cost_model, {"twice": twice}, layer=0)
+
+    yield
+    unregister_skill(Slow)
+
+
+def test_a_technique_whose_measured_ceiling_cannot_beat_the_baseline_makes_no_video(tiny, slow_skill):
+    from sol.skills.probe import attention_ceiling, captured_qkv
+
+    wl = Workload(name="t", prompts=["a red circle moving right"], seeds=[0], num_frames=5, height=32,
+                  width=32, num_inference_steps=4, guidance_scale=4.5)  # fmt: skip
+    cm = fit_cost_model(tiny.pipe, tiny.adapter, wl)
+    ctx = SearchContext(tiny.adapter, detect(), wl, budget={"min_psnr": 20.0}, pipe=tiny.pipe)
+    # The probe itself, on the real model's captured q, k, v: attention done twice is priced below
+    # the baseline, attention skipped outright above it.
+    _grid, qkvs = captured_qkv(ctx)
+    q, k, v = qkvs[0]
+    inner = list(tiny.adapter.self_attention_modules().values())[0].processor
+    twice = attention_ceiling(
+        ctx, cm, {"twice": lambda: [tiny.adapter.attend(inner, q, k, v) for _ in range(2)]}, layer=0
+    )
+    free = attention_ceiling(ctx, cm, {"free": lambda: None}, layer=0)
+    assert twice["speedup"] < 1.0 < free["speedup"]
+    assert f"{q.shape[1]} tokens" in twice["why"] and twice["configs"][0]["kernel_speedup"] < 1.0
+    # The search skips it: recorded with the measurement, nothing evaluated, nothing timed.
+    ev = Evaluator(tiny, wl, timing=False, cost_model=cm)
+    front = search_skill("testslow", ctx, ev, plan=SearchPlan(screen_runs=1, halving=(), top_k=1, unseen=1))
+    assert front.screened == [] and front.front == []
+    assert front.unavailable["test.slow_attention"].startswith("cannot beat the baseline on this hardware")
+    assert front.notes["ceilings"]["test.slow_attention"]["skipped"] is True

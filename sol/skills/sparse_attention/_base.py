@@ -275,6 +275,12 @@ class SparseAttentionSkill(Skill):
         inst.work = work  # evidence: per-layer pairs, dense calls and why
         return inst
 
+    def ceiling(self, context, cost_model) -> dict | None:
+        """The kernel measured against dense attention on this hardware (``_search.kernel_ceiling``)."""
+        from sol.skills.sparse_attention._search import kernel_ceiling
+
+        return kernel_ceiling(self, context, cost_model)
+
     def unavailable_options(self, hardware) -> dict[str, str]:
         out = {}
         if not _has_triton():

@@ -24,12 +24,18 @@ import math
 
 import torch
 
-from sol.hooks import ForwardContext, Installation, Span, track_steps
-from sol.skills.sparse_attention._base import Call, SparseAttentionProcessor, Work, density_of
+from sol.hooks import ForwardContext, Span
+from sol.skills.probe import attention_ceiling, captured_qkv
+from sol.skills.sparse_attention._base import (
+    Call,
+    SparseAttentionProcessor,
+    Work,
+    density_of,
+    resolve_backend,
+)
 from sol.skills.sparse_attention.tiling import Tiling
 
 NOTE = "sparse_attention"
-_CAPTURED: dict = {}  # (pipe id, workload) -> (grid, [(q, k, v) per layer]); one entry, tensors stay out of notes
 
 
 def grid_of(context) -> tuple[int, int, int]:
@@ -94,68 +100,6 @@ def split(results, floor: float, config_type) -> tuple[list, list]:
     return ok, bad
 
 
-class _Done(Exception):
-    """Stops the profiling generation once every layer was captured."""
-
-
-def captured_qkv(context):
-    """``(grid, [(q, k, v)] per layer)`` at the middle step (cond branch) of the workload's first
-    prompt on ``context.pipe``; None without a pipeline. Cached for the search (one entry)."""
-    pipe = context.pipe
-    if pipe is None:
-        return None
-    wl = context.workload.shortened(prompts=1)
-    key = (id(pipe), wl.model_dump_json())
-    if key in _CAPTURED:
-        return _CAPTURED[key]
-    from sol.bench.runner import generate
-
-    adapter = context.adapter
-    mods = list(adapter.self_attention_modules().values())
-    mid = max(0, step_count(context) // 2)
-    got: dict[int, tuple] = {}
-    grid: list = []
-    inst = Installation("sparse_attention profile")
-    ctx = track_steps(inst, adapter)
-
-    class Capture:
-        def __init__(self, inner, layer):
-            self.inner, self.layer = inner, layer
-
-        def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, *rest, **kw):
-            rotary_emb = adapter.processor_rotary_emb(rest, kw)  # LTX-2 passes query and key RoPE
-            if (
-                ctx.step == mid
-                and ctx.branch != "uncond"
-                and self.layer not in got
-                and encoder_hidden_states is None
-            ):
-                got[self.layer] = tuple(
-                    t.detach().clone() for t in adapter.self_attention_qkv(attn, hidden_states, rotary_emb)
-                )
-                grid[:] = [ctx.grid]
-            return self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, *rest, **kw)
-
-    def stop():
-        if len(got) == len(mods):
-            raise _Done
-
-    try:
-        for i, m in enumerate(mods):
-            inst.processor(m, Capture(m.processor, i))
-        with torch.no_grad():
-            generate(pipe, wl, step_callback=stop)
-    except _Done:
-        pass
-    finally:
-        inst.revert()
-    if len(got) != len(mods) or not grid or grid[0] is None:
-        return None
-    _CAPTURED.clear()
-    _CAPTURED[key] = (tuple(grid[0]), [got[i] for i in range(len(mods))])
-    return _CAPTURED[key]
-
-
 def layer_errors(context, config) -> list[float] | None:
     """Relative error of each layer's self-attention output under ``config``'s pattern, on the
     captured q, k, v (None without a pipeline). Recorded in ``context.notes``."""
@@ -212,3 +156,37 @@ def refine_windows(context, results, config_type, between=None) -> list:
     if step_count(context) > 2 and base.dense_steps is None:
         out.append(base.model_copy(update={"dense_steps": Span(stop=1)}))
     return unique([c for c in out if c not in tried])
+
+
+def kernel_ceiling(skill, context, cost_model) -> dict | None:
+    """Each config of ``skill``'s search space on one layer's captured q, k, v against the model's
+    dense attention (``sol.skills.probe.attention_ceiling``).
+
+    On sol-tiny-wan at ``default`` (320 tokens) on the 2-core CPU, SVG's per-call head
+    classification took 2.5-2.8 ms against 1.1 ms of dense attention, so it cannot beat the baseline
+    there (ceiling 0.87-0.89x); STA's and radial's static masks ran at 1.0-1.5x the dense kernel,
+    a ceiling of 1.02-1.05x, so they are searched.
+    """
+
+    def variant(config):
+        tiling = Tiling.build(grid, config.tile)
+        if tiling.tiles == 1:
+            return None
+        ctx = ForwardContext(step=1, num_steps=None, grid=grid, active=True)
+        proc = SparseAttentionProcessor(inner, skill, config, adapter, ctx, layer, len(mods), Work())
+        call = Call(proc, tiling, resolve_backend(config.backend, q.device))
+        return lambda: skill.attend(call, q, k, v)
+
+    captured = captured_qkv(context) if cost_model is not None else None
+    if captured is None:
+        return None
+    grid, qkvs = captured
+    adapter = context.adapter
+    mods = list(adapter.self_attention_modules().values())
+    layer = len(qkvs) // 2
+    q, k, v = qkvs[layer]
+    inner = mods[layer].processor
+    variants = {c.label(): variant(c) for c in skill.search_space(context)}
+    return attention_ceiling(
+        context, cost_model, {n: f for n, f in variants.items() if f is not None}, layer=layer
+    )

@@ -20,6 +20,7 @@ outside the schedule (or ``ratio`` 0) calls the model's own processor: bit-ident
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 from pydantic import Field
@@ -94,14 +95,20 @@ class KVMergeProcessor(WrappingProcessor):
         dst = self._dst.get(key)
         if dst is None:
             dst = self._dst[key] = destinations(n, ctx.grid, cfg.stride, offset, k.device)
-        heads = k.shape[2]
-        red = bipartite(k.flatten(2), dst, int(cfg.ratio * n))
-        k2 = red.merge(k.flatten(2)).unflatten(2, (heads, -1))
-        v2 = red.merge(v.flatten(2)).unflatten(2, (heads, -1))
-        bias = red.size.log().to(q.dtype)[:, None, None, :]  # [B, 1, 1, K]: proportional attention
-        out = self.adapter.attend(self.inner, q, k2, v2, bias)
-        self.work.pairs(self.index, n * red.k * b, n * n * b)
+        out, kept = merged_attention(self.adapter, self.inner, q, k, v, dst, cfg.ratio)
+        self.work.pairs(self.index, n * kept * b, n * n * b)
         return self.adapter.attention_output(attn, out, q)
+
+
+def merged_attention(adapter, inner, q, k, v, dst, ratio: float):
+    """``(out, keys kept)``: every query against the keys and values left after merging ``ratio`` of
+    them into the destinations ``dst``, each merged key weighted by ``log(size)``."""
+    heads, n = k.shape[2], k.shape[1]
+    red = bipartite(k.flatten(2), dst, int(ratio * n))
+    k2 = red.merge(k.flatten(2)).unflatten(2, (heads, -1))
+    v2 = red.merge(v.flatten(2)).unflatten(2, (heads, -1))
+    bias = red.size.log().to(q.dtype)[:, None, None, :]  # [B, 1, 1, K]: proportional attention
+    return adapter.attend(inner, q, k2, v2, bias), red.k
 
 
 @register_skill(KVMergeConfig)
@@ -137,6 +144,31 @@ class KVMergeSkill(Skill):
 
     def examples(self) -> list[TechniqueConfig]:
         return [KVMergeConfig(ratio=0.5), KVMergeConfig(ratio=0.7, steps=Span(start=1), layers=Span(every=2))]
+
+    def ceiling(self, context, cost_model) -> dict | None:
+        """Merged attention against dense on one layer's captured q, k, v (``sol.skills.probe``), at
+        the search space's ratios and at the most the stride allows (every source merged): what it
+        saves is attention only. On sol-tiny-wan at ``default`` (320 tokens) on the 2-core CPU the
+        matching cost more than the pairs it saved, so it cannot beat the baseline there."""
+        from sol.skills.probe import attention_ceiling, captured_qkv
+
+        captured = captured_qkv(context) if cost_model is not None else None
+        if captured is None:
+            return None
+        grid, qkvs = captured
+        layer = len(qkvs) // 2
+        q, k, v = qkvs[layer]
+        inner = list(context.adapter.self_attention_modules().values())[layer].processor
+        n = k.shape[1]
+        variants = {}
+        for cfg in self.search_space(context):
+            most = 1.0 - 1.0 / math.prod(cfg.stride)  # every source merged into its destination
+            dst = destinations(n, grid, cfg.stride, 0, k.device)
+            for ratio in sorted({cfg.ratio, round(most, 3)}):
+                variants[cfg.model_copy(update={"ratio": ratio}).label()] = lambda dst=dst, ratio=ratio: (
+                    merged_attention(context.adapter, inner, q, k, v, dst, ratio)
+                )
+        return attention_ceiling(context, cost_model, variants, layer=layer)
 
     def search_space(self, context) -> list[TechniqueConfig]:
         from sol.skills.token_pruning.search import kv_space
