@@ -243,7 +243,8 @@ def _ceiling(skill, context, full: Evaluator) -> dict | None:
     if cost_model is None:
         return None
     try:
-        got = skill.ceiling(context, cost_model)
+        with full.lease():  # a latency measurement: never beside another one on this device
+            got = skill.ceiling(context, cost_model)
     except Exception as e:  # noqa: BLE001 — a broken probe must not hide a technique: search it
         return {"speedup": math.inf, "why": f"probe failed ({type(e).__name__}: {e}); searched anyway"}
     if not got or not isinstance(got.get("speedup"), (int, float)):
