@@ -149,16 +149,16 @@ class LocalExecutor(Executor):
 class RayExecutor(Executor):
     """Each job runs in a Ray actor; ``address`` joins a cluster, otherwise Ray starts here.
 
-    On one machine actors take 0.4 CPU each, so the five skill agents (one per family) all run at
-    once on a 2-core box (whole-CPU actors would leave a third waiting forever). At half a CPU the
-    fifth family waited for the first to finish and ran on alone at the end with a core idle
-    (``make demo``, run 9: token pruning from 468 s to 779 s, the last 107 s by itself). On a
-    cluster with GPUs each agent asks for one GPU.
+    On one machine actors take half a CPU each (two 1-CPU actors on a 2-core box leave a
+    third waiting forever); on a cluster with GPUs each agent asks for one GPU. At 0.4 CPU, all
+    five skill agents ran at once on 2 cores and the run was slower (``make demo`` run 11: 20.9
+    min against 18.2-18.9): the cache family, the longest and serial, got 0.4 of a core while the
+    others ran, then finished alone with a core idle.
     """
 
     kind = "ray"
 
-    def __init__(self, address: str | None = None, *, run_id: str = "run", num_cpus: float = 0.4):
+    def __init__(self, address: str | None = None, *, run_id: str = "run", num_cpus: float = 0.5):
         import ray
 
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
