@@ -163,9 +163,9 @@ def kernel_ceiling(skill, context, cost_model) -> dict | None:
     dense attention (``sol.skills.probe.attention_ceiling``).
 
     On sol-tiny-wan at ``default`` (320 tokens) on the 2-core CPU, SVG's per-call head
-    classification took 2.5-2.8 ms against 1.1 ms of dense attention, so it cannot beat the baseline
-    there (ceiling 0.87-0.89x); STA's and radial's static masks ran at 1.0-1.5x the dense kernel,
-    a ceiling of 1.02-1.05x, so they are searched.
+    classification took 2.5-4.4 ms against 1.1-1.5 ms of dense attention, so it cannot beat the
+    baseline there (ceiling 0.80-0.91x in four ``make demo`` runs); STA's and radial's static masks
+    gave ceilings of 1.01-1.29x (a millisecond kernel times noisily), so they are mostly searched.
     """
 
     def variant(config):
