@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
@@ -88,6 +89,31 @@ def captured_qkv(context):
     return _CAPTURED[key]
 
 
+@dataclass(frozen=True)
+class ProbeLayer:
+    """One layer's captured self-attention inputs and the model's own processor for it."""
+
+    grid: tuple[int, int, int]
+    layer: int
+    layers: int
+    q: torch.Tensor
+    k: torch.Tensor
+    v: torch.Tensor
+    inner: object  # the model's processor on that layer (what ``adapter.attend`` calls)
+
+
+def probe_layer(context, layer: int | None = None) -> ProbeLayer | None:
+    """``layer`` (default: the middle one) of :func:`captured_qkv`, or None without a capture."""
+    captured = captured_qkv(context)
+    if captured is None:
+        return None
+    grid, qkvs = captured
+    layer = len(qkvs) // 2 if layer is None else layer
+    q, k, v = qkvs[layer]
+    inner = list(context.adapter.self_attention_modules().values())[layer].processor
+    return ProbeLayer(grid, layer, len(qkvs), q, k, v, inner)
+
+
 def attention_ceiling(
     context,
     cost_model,
@@ -97,7 +123,7 @@ def attention_ceiling(
     repeats: int = 7,
 ) -> dict | None:
     """``{"speedup", "why", "tokens", "layer", "configs"}``: the best of ``variants`` (name -> a call on one
-    layer's captured q, k, v) timed against the model's dense attention on the same tensors, its
+    layer's captured q, k, v: :func:`probe_layer`) timed against the model's dense attention on the same tensors, its
     saving per call priced on every self-attention call of a generation (``cost_model``'s baseline
     counts and seconds) as if it ran on every layer and step: an upper bound, since the layer and
     step knobs only run more of it dense. The saving is taken at the top of the variant's speedup
@@ -109,13 +135,10 @@ def attention_ceiling(
         return None
     calls = float((cost_model.baseline_calls or {}).get("self_attention") or 0.0)
     gen = float(cost_model.generation_s or 0.0)
-    captured = captured_qkv(context)
-    if calls <= 0 or gen <= 0 or captured is None:
+    p = probe_layer(context, layer) if calls > 0 and gen > 0 else None
+    if p is None:
         return None
-    _grid, qkvs = captured
-    layer = len(qkvs) // 2 if layer is None else layer
-    q, k, v = qkvs[layer]
-    inner = list(context.adapter.self_attention_modules().values())[layer].processor
+    q, k, v, inner = p.q, p.k, p.v, p.inner
     rows, best = [], None
 
     def dense():
@@ -155,4 +178,4 @@ def attention_ceiling(
         f" {row['kernel_interval'][1]}x), so over the {int(calls)} calls of a generation it could reach"
         f" {speedup:.2f}x at most"
     )
-    return {"speedup": speedup, "why": why, "tokens": int(q.shape[1]), "layer": layer, "configs": rows}
+    return {"speedup": speedup, "why": why, "tokens": int(q.shape[1]), "layer": p.layer, "configs": rows}

@@ -162,7 +162,7 @@ class Slow(TechniqueConfig):
 
 @pytest.fixture
 def slow_skill():
-    from sol.skills.probe import attention_ceiling, captured_qkv
+    from sol.skills.probe import attention_ceiling, probe_layer
 
     @register_skill(Slow)
     class SlowSkill(Skill):
@@ -178,12 +178,10 @@ def slow_skill():
             return [Slow()]
 
         def ceiling(self, context, cost_model):
-            _grid, qkvs = captured_qkv(context)
-            q, k, v = qkvs[0]
-            inner = list(context.adapter.self_attention_modules().values())[0].processor
+            p = probe_layer(context, 0)
 
             def twice():
-                return [context.adapter.attend(inner, q, k, v) for _ in range(2)]
+                return [context.adapter.attend(p.inner, p.q, p.k, p.v) for _ in range(2)]
 
             return attention_ceiling(context, cost_model, {"twice": twice}, layer=0)
 
@@ -192,7 +190,7 @@ def slow_skill():
 
 
 def test_a_technique_whose_measured_ceiling_cannot_beat_the_baseline_makes_no_video(tiny, slow_skill):
-    from sol.skills.probe import attention_ceiling, captured_qkv
+    from sol.skills.probe import attention_ceiling, probe_layer
 
     wl = Workload(name="t", prompts=["a red circle moving right"], seeds=[0], num_frames=5, height=32,
                   width=32, num_inference_steps=4, guidance_scale=4.5)  # fmt: skip
@@ -200,11 +198,10 @@ def test_a_technique_whose_measured_ceiling_cannot_beat_the_baseline_makes_no_vi
     ctx = SearchContext(tiny.adapter, detect(), wl, budget={"min_psnr": 20.0}, pipe=tiny.pipe)
     # The probe itself, on the real model's captured q, k, v: attention done twice is priced below
     # the baseline, attention skipped outright above it.
-    _grid, qkvs = captured_qkv(ctx)
-    q, k, v = qkvs[0]
-    inner = list(tiny.adapter.self_attention_modules().values())[0].processor
+    p = probe_layer(ctx, 0)
+    q = p.q
     twice = attention_ceiling(
-        ctx, cm, {"twice": lambda: [tiny.adapter.attend(inner, q, k, v) for _ in range(2)]}, layer=0
+        ctx, cm, {"twice": lambda: [tiny.adapter.attend(p.inner, p.q, p.k, p.v) for _ in range(2)]}, layer=0
     )
     free = attention_ceiling(ctx, cm, {"free": lambda: None}, layer=0)
     assert twice["speedup"] < 1.0 < free["speedup"]

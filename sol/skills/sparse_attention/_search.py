@@ -25,7 +25,7 @@ import math
 import torch
 
 from sol.hooks import ForwardContext, Span
-from sol.skills.probe import attention_ceiling, captured_qkv
+from sol.skills.probe import attention_ceiling, captured_qkv, probe_layer
 from sol.skills.sparse_attention._base import (
     Call,
     SparseAttentionProcessor,
@@ -100,6 +100,16 @@ def split(results, floor: float, config_type) -> tuple[list, list]:
     return ok, bad
 
 
+def layer_call(skill, config, context, grid, layer: int, backend: str) -> Call:
+    """What ``skill.attend`` sees of one call of ``layer`` under ``config``, outside a generation
+    (a pattern step on the captured grid): for the probes below."""
+    mods = list(context.adapter.self_attention_modules().values())
+    ctx = ForwardContext(step=1, num_steps=None, grid=grid, active=True)
+    proc = SparseAttentionProcessor(mods[layer].processor, skill, config, context.adapter, ctx, layer,
+                                    len(mods), Work())  # fmt: skip
+    return Call(proc, Tiling.build(grid, config.tile), backend)
+
+
 def layer_errors(context, config) -> list[float] | None:
     """Relative error of each layer's self-attention output under ``config``'s pattern, on the
     captured q, k, v (None without a pipeline). Recorded in ``context.notes``."""
@@ -112,15 +122,11 @@ def layer_errors(context, config) -> list[float] | None:
     skill = skill_for(config)
     adapter = context.adapter
     mods = list(adapter.self_attention_modules().values())
-    tiling = Tiling.build(grid, config.tile)
     errs = []
     with torch.no_grad():
         for i, (q, k, v) in enumerate(qkvs):
-            inner = mods[i].processor
-            ctx = ForwardContext(step=1, num_steps=None, grid=grid, active=True)
-            proc = SparseAttentionProcessor(inner, skill, config, adapter, ctx, i, len(mods), Work())
-            out, _ = skill.attend(Call(proc, tiling, "gather"), q, k, v)
-            ref = adapter.attend(inner, q, k, v)
+            out, _ = skill.attend(layer_call(skill, config, context, grid, i, "gather"), q, k, v)
+            ref = adapter.attend(mods[i].processor, q, k, v)
             errs.append(float((out.float() - ref.float()).norm() / ref.float().norm().clamp_min(1e-12)))
     notes = context.notes.setdefault(NOTE, {}) if isinstance(context.notes, dict) else {}
     notes.setdefault("layer_errors", {})[config.label()] = [round(e, 4) for e in errs]
@@ -167,26 +173,14 @@ def kernel_ceiling(skill, context, cost_model) -> dict | None:
     baseline there (ceiling 0.80-0.91x in four ``make demo`` runs); STA's and radial's static masks
     gave ceilings of 1.01-1.29x (a millisecond kernel times noisily), so they are mostly searched.
     """
-
-    def variant(config):
-        tiling = Tiling.build(grid, config.tile)
-        if tiling.tiles == 1:
-            return None
-        ctx = ForwardContext(step=1, num_steps=None, grid=grid, active=True)
-        proc = SparseAttentionProcessor(inner, skill, config, adapter, ctx, layer, len(mods), Work())
-        call = Call(proc, tiling, resolve_backend(config.backend, q.device))
-        return lambda: skill.attend(call, q, k, v)
-
-    captured = captured_qkv(context) if cost_model is not None else None
-    if captured is None:
+    p = probe_layer(context) if cost_model is not None else None
+    if p is None:
         return None
-    grid, qkvs = captured
-    adapter = context.adapter
-    mods = list(adapter.self_attention_modules().values())
-    layer = len(qkvs) // 2
-    q, k, v = qkvs[layer]
-    inner = mods[layer].processor
-    variants = {c.label(): variant(c) for c in skill.search_space(context)}
-    return attention_ceiling(
-        context, cost_model, {n: f for n, f in variants.items() if f is not None}, layer=layer
-    )
+    variants = {}
+    for config in skill.search_space(context):
+        call = layer_call(
+            skill, config, context, p.grid, p.layer, resolve_backend(config.backend, p.q.device)
+        )
+        if call.tiling.tiles > 1:  # one tile: the model's own attention runs, nothing to time
+            variants[config.label()] = lambda call=call: skill.attend(call, p.q, p.k, p.v)
+    return attention_ceiling(context, cost_model, variants, layer=p.layer)

@@ -150,25 +150,20 @@ class KVMergeSkill(Skill):
         the search space's ratios and at the most the stride allows (every source merged): what it
         saves is attention only. On sol-tiny-wan at ``default`` (320 tokens) on the 2-core CPU the
         matching cost more than the pairs it saved, so it cannot beat the baseline there."""
-        from sol.skills.probe import attention_ceiling, captured_qkv
+        from sol.skills.probe import attention_ceiling, probe_layer
 
-        captured = captured_qkv(context) if cost_model is not None else None
-        if captured is None:
+        p = probe_layer(context) if cost_model is not None else None
+        if p is None:
             return None
-        grid, qkvs = captured
-        layer = len(qkvs) // 2
-        q, k, v = qkvs[layer]
-        inner = list(context.adapter.self_attention_modules().values())[layer].processor
-        n = k.shape[1]
         variants = {}
         for cfg in self.search_space(context):
             most = 1.0 - 1.0 / math.prod(cfg.stride)  # every source merged into its destination
-            dst = destinations(n, grid, cfg.stride, 0, k.device)
+            dst = destinations(p.k.shape[1], p.grid, cfg.stride, 0, p.k.device)
             for ratio in sorted({cfg.ratio, round(most, 3)}):
                 variants[cfg.model_copy(update={"ratio": ratio}).label()] = lambda dst=dst, ratio=ratio: (
-                    merged_attention(context.adapter, inner, q, k, v, dst, ratio)
+                    merged_attention(context.adapter, p.inner, p.q, p.k, p.v, dst, ratio)
                 )
-        return attention_ceiling(context, cost_model, variants, layer=layer)
+        return attention_ceiling(context, cost_model, variants, layer=p.layer)
 
     def search_space(self, context) -> list[TechniqueConfig]:
         from sol.skills.token_pruning.search import kv_space
