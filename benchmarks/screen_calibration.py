@@ -100,9 +100,8 @@ def analyse(paths: list[Path], floor: float = 30.0) -> dict:
     def seen_by(r, idx: list[int]) -> list[float]:  # the search videos ``idx`` (capped)
         return cap([r["search"][i] for i in idx])
 
-    def pooled_screen(
-        idx: list[int], **kw
-    ) -> Screen:  # pooled as a search pools: every candidate's seen videos
+    def pooled_screen(idx: list[int], **kw) -> Screen:
+        """A screen pooled as a search pools it: over every candidate's videos ``idx``."""
         sc = Screen(min_psnr=floor, **{"unseen": 8, **kw})
         for r in rows:
             sc.observe(R(r["label"], seen_by(r, idx)))
